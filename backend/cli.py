@@ -1,0 +1,62 @@
+"""`python -m backend` (or `todo-api`): apply migrations, mint a development token, serve."""
+
+import argparse
+import asyncio
+import sys
+import time
+
+import jwt
+
+from backend.config import ConfigError, Settings, load_settings
+
+
+def mint_token(settings: Settings, user_id: str, ttl_seconds: int) -> str:
+    """An HS256 token exactly like the frontend's, signed with the configured secret."""
+    now = int(time.time())
+    claims = {"sub": user_id, "iat": now, "exp": now + ttl_seconds}
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    return jwt.encode(claims, settings.secret, algorithm="HS256")
+
+
+async def _migrate(settings: Settings) -> None:
+    from backend.db import create_engine
+    from backend.migrate import upgrade
+
+    engine = create_engine(settings)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("migrate", help="apply pending migrations to the configured database")
+    token = commands.add_parser("token", help="print a development bearer token for a user id")
+    token.add_argument("user_id")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    serve = commands.add_parser("serve", help="run the API with uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--reload", action="store_true")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"todo-api: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "migrate":
+        asyncio.run(_migrate(settings))
+        print("Migrations applied.")
+    elif args.command == "token":
+        print(mint_token(settings, args.user_id, args.ttl))
+    else:
+        import uvicorn
+
+        uvicorn.run("backend.main:app", host=args.host, port=args.port, reload=args.reload)
+    return 0

@@ -1,0 +1,125 @@
+"""Settings: one place that reads the environment and refuses unsafe production configs."""
+
+import logging
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+log = logging.getLogger("backend.config")
+
+BACKEND_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = BACKEND_DIR.parent
+DATA_DIR = PROJECT_DIR / ".data"
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigError(Exception):
+    """The configuration cannot run safely; the message names the setting, never its value."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=BACKEND_DIR / ".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    environment: Literal["development", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    better_auth_secret: SecretStr | None = None
+    better_auth_url: str = "http://localhost:3000"
+    # Override where the JWKS lives; default {BETTER_AUTH_URL}/api/auth/jwks.
+    better_auth_jwks_url: str | None = None
+    # Optional iss/aud checks for HS256 tokens (JWKS tokens always check both against BETTER_AUTH_URL).
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    jwks_cache_seconds: int = Field(default=300, ge=1)
+    jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
+    jwks_fetch_timeout_seconds: float = Field(default=3.0, gt=0)
+
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("NEON_DATABASE_URL", "DATABASE_URL")
+    )
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    db_pool_recycle_seconds: int = Field(default=240, ge=1)
+    db_connect_timeout_seconds: float = Field(default=15.0, gt=0)
+    db_command_timeout_seconds: float = Field(default=15.0, gt=0)
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    docs_enabled: bool = True
+    max_body_bytes: int = Field(default=64 * 1024, ge=1)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("better_auth_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_production(self) -> "Settings":
+        if self.environment != "production":
+            return self
+        problems = []
+        if self.database_url is None:
+            problems.append("NEON_DATABASE_URL (or DATABASE_URL) must be set in production")
+        secret = self.better_auth_secret
+        if secret is None or len(secret.get_secret_value()) < MIN_SECRET_LENGTH:
+            problems.append(f"BETTER_AUTH_SECRET must be at least {MIN_SECRET_LENGTH} characters in production")
+        if "*" in self.allowed_origins:
+            problems.append("CORS_ORIGINS may not be '*' in production (credentials are allowed)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        return self.cors_origins or [self.better_auth_url]
+
+    @property
+    def jwks_url(self) -> str:
+        return self.better_auth_jwks_url or f"{self.better_auth_url}/api/auth/jwks"
+
+    @cached_property
+    def secret(self) -> str:
+        """The HS256 secret; in development a generated one is kept in .data/ so the CLI and server agree."""
+        if self.better_auth_secret is not None:
+            return self.better_auth_secret.get_secret_value()
+        path = DATA_DIR / "dev-secret"
+        if not path.exists():
+            DATA_DIR.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        log.warning(
+            "BETTER_AUTH_SECRET is not set: using a generated development secret stored in %s",
+            path,
+        )
+        return path.read_text().strip()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning validation errors into a ConfigError without echoing any value."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        )
+        raise ConfigError(f"Invalid configuration: {reasons}") from None

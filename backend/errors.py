@@ -1,0 +1,73 @@
+"""Turn failures into JSON `{"detail": ...}` answers that leak nothing (no SQL, no driver text)."""
+
+import logging
+
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+
+log = logging.getLogger("backend.errors")
+
+RETRY_AFTER_SECONDS = 5
+DATABASE_UNAVAILABLE = "Database unavailable, please retry shortly"
+
+
+class DatabaseUnavailable(Exception):
+    """Raised where a check already knows the database is away (readiness)."""
+
+
+# What "the database is away" looks like from here: refused or dropped connections, timeouts,
+# an exhausted pool. Anything else is a bug and becomes a 500 in the edge middleware.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    DatabaseUnavailable,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+def database_unavailable_response() -> JSONResponse:
+    return JSONResponse(
+        {"detail": DATABASE_UNAVAILABLE},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.error(
+        "database unavailable on %s %s: %s",
+        request.method,
+        request.url.path,
+        describe(exc),
+    )
+    return database_unavailable_response()
+
+
+def describe(exc: BaseException) -> str:
+    """Name an error without its message: driver messages can carry SQL, parameters or hosts."""
+    original = getattr(exc, "orig", None) or exc.__cause__
+    if original is not None:
+        sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+        inner = type(original).__name__ + (f" sqlstate={sqlstate}" if sqlstate else "")
+        return f"{type(exc).__name__} ({inner})"
+    return type(exc).__name__
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 minus the echoed input: it may be huge, private, or not even encodable."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]} for error in exc.errors()
+    ]
+    return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    for error in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, _database_unavailable)

@@ -1,0 +1,134 @@
+"""The FastAPI application: middleware, routers, error handlers and lifespan, built from Settings."""
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
+from sqlalchemy import text
+
+from backend import migrate
+from backend.auth.jwt import JWKSCache, TokenPolicy, TokenVerifier
+from backend.config import ConfigError, Settings, load_settings
+from backend.db import create_engine
+from backend.errors import DatabaseUnavailable, install_error_handlers
+from backend.middleware import EdgeMiddleware
+from backend.models import ErrorDetail
+from backend.routes import tasks
+
+log = logging.getLogger("backend")
+
+
+def build_verifier(settings: Settings) -> TokenVerifier:
+    policy = TokenPolicy(
+        secret=settings.secret,
+        jwks_issuer=settings.better_auth_url,
+        jwks_audience=settings.better_auth_url,
+        leeway_seconds=settings.jwt_leeway_seconds,
+        hs256_issuer=settings.jwt_issuer,
+        hs256_audience=settings.jwt_audience,
+    )
+    jwks = JWKSCache(
+        settings.jwks_url,
+        cache_seconds=settings.jwks_cache_seconds,
+        cooldown_seconds=settings.jwks_refetch_cooldown_seconds,
+        timeout_seconds=settings.jwks_fetch_timeout_seconds,
+    )
+    return TokenVerifier(policy, jwks)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    if settings.environment == "development":
+        await migrate.upgrade(app.state.engine)
+    try:
+        yield
+    finally:
+        await app.state.verifier.jwks.aclose()
+        await app.state.engine.dispose()
+
+
+def _operation_id(route: APIRoute) -> str:
+    """Stable operation ids (`list_tasks`, ...) so generated clients get clean names."""
+    return route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    configure_logging(settings.log_level)
+    app = FastAPI(
+        title="todo-api",
+        version="1.0.0",
+        summary="Tasks for the Todo app; every /api call needs a Better Auth bearer token.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
+    )
+    app.state.settings = settings
+    app.state.engine = create_engine(settings)
+    app.state.verifier = build_verifier(settings)
+
+    install_error_handlers(app)
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
+    # Outermost, so every answer (413s and 500s included) carries CORS headers the browser needs.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.allowed_origins,
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["Location", "X-Total-Count", "X-Request-ID", "Retry-After"],
+        max_age=600,
+    )
+    app.include_router(tasks.router)
+    app.add_api_route("/health", health, methods=["GET"], tags=["health"])
+    app.add_api_route(
+        "/ready",
+        ready,
+        methods=["GET"],
+        tags=["health"],
+        responses={503: {"model": ErrorDetail, "description": "Database unavailable"}},
+    )
+    return app
+
+
+async def health() -> dict[str, str]:
+    """The process is up; says nothing about the database (that is /ready)."""
+    return {"status": "ok"}
+
+
+async def ready(request: Request) -> dict[str, str]:
+    """The database answers a trivial query; any failure means "not ready" (503)."""
+    try:
+        async with request.app.state.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        raise DatabaseUnavailable from exc
+    return {"status": "ready"}
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("backend").setLevel(level)
+
+
+_app: FastAPI | None = None
+
+
+def __getattr__(name: str) -> FastAPI:
+    """`backend.main:app` is built on first use, so importing this module has no side effects."""
+    global _app
+    if name != "app":
+        raise AttributeError(name)
+    if _app is None:
+        try:
+            _app = create_app()
+        except ConfigError as exc:
+            sys.exit(f"todo-api: {exc}")
+    return _app

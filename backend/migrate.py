@@ -1,0 +1,40 @@
+"""Apply Alembic migrations: from the CLI on deploy, or at startup in development."""
+
+import logging
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend.config import BACKEND_DIR
+
+log = logging.getLogger("backend.migrate")
+
+MIGRATIONS_DIR = BACKEND_DIR / "migrations"
+
+
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("file_template", "%%(year)d_%%(month).2d_%%(day).2d_%%(rev)s_%%(slug)s")
+    return config
+
+
+def upgrade_connection_isolation(engine: AsyncEngine) -> AsyncEngine:
+    """The app's connections autocommit; migrations must run in one transaction instead."""
+    isolation = "SERIALIZABLE" if engine.dialect.name == "sqlite" else "READ COMMITTED"
+    return engine.execution_options(isolation_level=isolation)
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    async with upgrade_connection_isolation(engine).connect() as connection:
+        await connection.run_sync(_upgrade, revision)
+        await connection.commit()
+    log.info("Database schema is at %s", revision)
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)

@@ -1,0 +1,142 @@
+"""The Task model family: one table, and the input/output shapes clients may use."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, StrictBool, StringConstraints, model_validator
+from pydantic.json_schema import SkipJsonSchema
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    Text,
+    TypeDecorator,
+    false,
+)
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+from sqlmodel._compat import SQLModelConfig
+
+# Predictable constraint names, so Alembic migrations can name what they alter.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+TITLE_MAX = 200
+DESCRIPTION_MAX = 1000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """timestamptz on PostgreSQL; on SQLite, which drops the offset, reads come back as UTC again."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def _storable(value: str) -> str:
+    """PostgreSQL text cannot hold NUL, and UTF-8 cannot hold lone surrogates: refuse both up front."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+Title = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
+    AfterValidator(_storable),
+]
+Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX), AfterValidator(_storable)]
+
+
+class TaskBase(SQLModel):
+    title: str = Field(max_length=TITLE_MAX)
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
+    completed: bool = False
+
+
+class Task(TaskBase, table=True):
+    __tablename__ = "task"
+    __table_args__ = (Index("ix_task_user_id_created_at", "user_id", "created_at"),)
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer(), "sqlite"), Identity(), primary_key=True),
+    )
+    user_id: str = Field(sa_column=Column(Text(), nullable=False, index=True))
+    completed: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class TaskCreate(SQLModel):
+    """What a client may send to create a task; unknown fields (id, user_id, timestamps) are ignored."""
+
+    model_config = SQLModelConfig(extra="ignore")
+
+    title: Title
+    description: Description | None = None
+    completed: StrictBool = False
+
+
+class TaskUpdate(SQLModel):
+    """A partial update: only the fields present are changed; title and completed may not be null."""
+
+    model_config = SQLModelConfig(extra="ignore")
+
+    title: Title | SkipJsonSchema[None] = None
+    description: Description | None = None
+    completed: StrictBool | SkipJsonSchema[None] = None
+
+    @model_validator(mode="after")
+    def _no_null_required_fields(self) -> "TaskUpdate":
+        for name in ("title", "completed"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} may not be null")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
+class TaskCompletion(SQLModel):
+    """Optional body of the toggle endpoint: set completion explicitly instead of flipping it."""
+
+    completed: StrictBool
+
+
+class TaskRead(SQLModel):
+    """A task as clients see it; timestamps are ISO 8601 in UTC."""
+
+    id: int
+    user_id: str
+    title: str
+    description: str | None
+    completed: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class ErrorDetail(SQLModel):
+    """Every error body: a human-readable reason the frontend can show."""
+
+    detail: str

@@ -1,0 +1,107 @@
+"""The six task endpoints under /api/{user_id}/tasks; every one needs the owner's bearer token."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
+
+from backend import crud
+from backend.crud import SortField, SortOrder, StatusFilter
+from backend.dependencies import ConnectionDep, OwnerId, TaskId
+from backend.models import ErrorDetail, TaskCompletion, TaskCreate, TaskRead, TaskUpdate
+
+DEFAULT_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 1000
+TASK_NOT_FOUND = "Task not found"
+
+_errors: dict[int | str, dict[str, Any]] = {
+    status.HTTP_401_UNAUTHORIZED: {"model": ErrorDetail, "description": "Missing or invalid token"},
+    status.HTTP_403_FORBIDDEN: {"model": ErrorDetail, "description": "Path user is not the caller"},
+    status.HTTP_413_CONTENT_TOO_LARGE: {"model": ErrorDetail, "description": "Body over 64 KiB"},
+    status.HTTP_503_SERVICE_UNAVAILABLE: {
+        "model": ErrorDetail,
+        "description": "Database unavailable",
+    },
+}
+_not_found: dict[int | str, dict[str, Any]] = {
+    status.HTTP_404_NOT_FOUND: {"model": ErrorDetail, "description": TASK_NOT_FOUND}
+}
+
+router = APIRouter(
+    prefix="/api/{user_id}/tasks",
+    tags=["tasks"],
+    responses=_errors,
+)
+
+
+def _found(task: TaskRead | None) -> TaskRead:
+    """A missing task and another user's task look the same: 404."""
+    if task is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=TASK_NOT_FOUND)
+    return task
+
+
+@router.get("", response_model=list[TaskRead])
+async def list_tasks(
+    owner: OwnerId,
+    connection: ConnectionDep,
+    response: Response,
+    status_filter: Annotated[StatusFilter, Query(alias="status")] = StatusFilter.all,
+    sort: SortField = SortField.created,
+    order: SortOrder = SortOrder.desc,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+) -> list[TaskRead]:
+    """The caller's tasks, newest first by default; `X-Total-Count` counts all matches."""
+    tasks, total = await crud.list_tasks(
+        connection, owner, status=status_filter, sort=sort, order=order, limit=limit, offset=offset
+    )
+    response.headers["X-Total-Count"] = str(total)
+    return tasks
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskRead)
+async def create_task(
+    owner: OwnerId,
+    connection: ConnectionDep,
+    request: Request,
+    response: Response,
+    data: TaskCreate,
+) -> TaskRead:
+    task = await crud.create_task(connection, owner, data)
+    response.headers["Location"] = str(request.app.url_path_for("get_task", user_id=owner, task_id=str(task.id)))
+    return task
+
+
+@router.get("/{task_id}", response_model=TaskRead, responses=_not_found)
+async def get_task(owner: OwnerId, connection: ConnectionDep, task_id: TaskId) -> TaskRead:
+    return _found(await crud.get_task(connection, owner, task_id))
+
+
+@router.put("/{task_id}", response_model=TaskRead, responses=_not_found)
+async def update_task(owner: OwnerId, connection: ConnectionDep, task_id: TaskId, changes: TaskUpdate) -> TaskRead:
+    """Partial update: only the fields sent change; `updated_at` always moves."""
+    return _found(await crud.update_task(connection, owner, task_id, changes))
+
+
+@router.delete(
+    "/{task_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=_not_found,
+)
+async def delete_task(owner: OwnerId, connection: ConnectionDep, task_id: TaskId) -> Response:
+    if not await crud.delete_task(connection, owner, task_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=TASK_NOT_FOUND)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.patch("/{task_id}/complete", response_model=TaskRead, responses=_not_found)
+async def toggle_task(
+    owner: OwnerId,
+    connection: ConnectionDep,
+    task_id: TaskId,
+    body: Annotated[TaskCompletion | None, Body()] = None,
+) -> TaskRead:
+    """Flip completion in one atomic statement, or set it when the body says `completed`."""
+    completed = body.completed if body is not None else None
+    return _found(await crud.toggle_task(connection, owner, task_id, completed))

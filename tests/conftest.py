@@ -1,0 +1,150 @@
+"""Shared fixtures: a real PostgreSQL database per test session, an embedded SQLite one, real tokens.
+
+Tests are isolated by owner, not by wiping tables: every test makes up its own user ids, and the
+API only ever shows a user their own rows. The PostgreSQL database itself is created fresh for the
+session and dropped afterwards, so runs never see each other's data.
+"""
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+
+from backend.config import Settings
+from backend.main import create_app
+from tests.servers import JWKSServer, jwks_server
+from tests.tokens import TEST_SECRET, SigningKey, hs256
+
+DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+BACKENDS = ["postgresql", "sqlite"]
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def admin_url() -> str:
+    return os.environ.get("TEST_DATABASE_URL") or DEFAULT_ADMIN_URL
+
+
+async def _admin_connection() -> asyncpg.Connection:
+    url = make_url(admin_url()).set(drivername="postgresql")
+    try:
+        return await asyncpg.connect(url.render_as_string(hide_password=False), timeout=10)
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(
+            f"PostgreSQL is required for the test suite and is not reachable at "
+            f"{make_url(admin_url()).render_as_string(hide_password=True)} ({type(exc).__name__}). "
+            "Start it or set TEST_DATABASE_URL.",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+async def postgres_url() -> AsyncIterator[str]:
+    """A fresh database on the real server, dropped when the session ends."""
+    name = f"todo_test_{uuid.uuid4().hex[:12]}"
+    admin = await _admin_connection()
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield make_url(admin_url()).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'todo.sqlite3'}"
+
+
+@pytest.fixture(scope="session")
+async def jwks() -> AsyncIterator[JWKSServer]:
+    async with jwks_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def eddsa_key(jwks: JWKSServer) -> SigningKey:
+    key = SigningKey("EdDSA")
+    jwks.keys.append(key.public_jwk)
+    return key
+
+
+def make_settings(database_url: str | None, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "_env_file": None,
+        "environment": "development",
+        "better_auth_secret": TEST_SECRET,
+        "database_url": database_url,
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="session")
+def database_url(backend: str, request: pytest.FixtureRequest) -> str:
+    fixture = "postgres_url" if backend == "postgresql" else "sqlite_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
+@pytest.fixture(scope="session")
+async def app(database_url: str, jwks: JWKSServer, eddsa_key: SigningKey) -> AsyncIterator[FastAPI]:
+    """The real application on the session's database, lifespan (and so migrations) included."""
+    application = create_app(make_settings(database_url, better_auth_url=jwks.url))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+@pytest.fixture
+def new_user() -> Callable[[], str]:
+    return lambda: f"user-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def user(new_user: Callable[[], str]) -> str:
+    return new_user()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def auth(user: str) -> dict[str, str]:
+    return bearer(hs256(user))
+
+
+@pytest.fixture
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No developer environment leaks into settings tests."""
+    for name in list(os.environ):
+        if name.startswith(("BETTER_AUTH", "DATABASE_URL", "NEON_", "CORS_", "ENVIRONMENT", "JWT_")):
+            monkeypatch.delenv(name)

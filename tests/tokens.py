@@ -1,0 +1,60 @@
+"""Real tokens for tests: HS256 with the test secret, EdDSA/ES256/RS256 with real private keys."""
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+TEST_SECRET = "test-secret-that-is-long-enough-for-production-0123456789"
+
+
+def hs256(sub: str | None = "user", *, secret: str = TEST_SECRET, ttl: int = 600, **claims: Any) -> str:
+    now = int(time.time())
+    payload: dict[str, Any] = {"iat": now, "exp": now + ttl, **claims}
+    if sub is not None:
+        payload["sub"] = sub
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+@dataclass
+class SigningKey:
+    """A private key and its public JWK, as Better Auth's jwt() plugin keeps them."""
+
+    algorithm: str
+    kid: str = field(default_factory=lambda: uuid.uuid4().hex)
+    private: Any = None
+
+    def __post_init__(self) -> None:
+        if self.private is None:
+            self.private = _generate(self.algorithm)
+
+    @property
+    def public_jwk(self) -> dict[str, Any]:
+        algo: Any = {"EdDSA": OKPAlgorithm, "ES256": ECAlgorithm, "RS256": RSAAlgorithm}[self.algorithm]
+        jwk: dict[str, Any] = algo.to_jwk(self.private.public_key(), as_dict=True)
+        return {**jwk, "kid": self.kid, "alg": self.algorithm}
+
+    def sign(self, claims: dict[str, Any], *, headers: dict[str, Any] | None = None) -> str:
+        return jwt.encode(
+            claims,
+            self.private,
+            algorithm=self.algorithm,
+            headers={"kid": self.kid, **(headers or {})},
+        )
+
+    def token(self, sub: str, *, issuer: str, ttl: int = 900, **claims: Any) -> str:
+        now = int(time.time())
+        payload = {"sub": sub, "iss": issuer, "aud": issuer, "iat": now, "exp": now + ttl, **claims}
+        return self.sign(payload)
+
+
+def _generate(algorithm: str) -> Any:
+    if algorithm == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    if algorithm == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
