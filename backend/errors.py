@@ -61,9 +61,7 @@ def describe(exc: BaseException) -> str:
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     """FastAPI's 422 minus the echoed input: it may be huge, private, or not even encodable."""
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]} for error in exc.errors()
-    ]
+    errors = [{"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]} for error in exc.errors()]
     return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 

@@ -24,6 +24,7 @@ from tests.tokens import TEST_SECRET, SigningKey, hs256
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BACKENDS = ["postgresql", "sqlite"]
+FRONTEND_ORIGIN = "http://localhost:3000"
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +107,7 @@ def database_url(backend: str, request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 async def app(database_url: str, jwks: JWKSServer, eddsa_key: SigningKey) -> AsyncIterator[FastAPI]:
     """The real application on the session's database, lifespan (and so migrations) included."""
-    application = create_app(make_settings(database_url, better_auth_url=jwks.url))
+    application = create_app(make_settings(database_url, better_auth_url=jwks.url, cors_origins=FRONTEND_ORIGIN))
     async with application.router.lifespan_context(application):
         yield application
 

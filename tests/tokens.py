@@ -9,7 +9,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-TEST_SECRET = "test-secret-that-is-long-enough-for-production-0123456789"
+TEST_SECRET = "test-secret-that-is-long-enough-for-production-and-hs512-0123456789abcdef"
 
 
 def hs256(sub: str | None = "user", *, secret: str = TEST_SECRET, ttl: int = 600, **claims: Any) -> str:

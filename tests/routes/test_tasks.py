@@ -25,7 +25,8 @@ async def create(client: httpx.AsyncClient, user: str, **body: Any) -> dict[str,
 
 def parse_time(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
-    assert parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
+    assert parsed.utcoffset() is not None
+    assert parsed.utcoffset().total_seconds() == 0
     return parsed
 
 
@@ -43,7 +44,8 @@ async def test_create_returns_201_task_and_location(client: httpx.AsyncClient, u
     assert task["description"] == "2 litres"
     assert task["completed"] is False
     assert task["user_id"] == user
-    assert isinstance(task["id"], int) and task["id"] >= 1
+    assert isinstance(task["id"], int)
+    assert task["id"] >= 1
     assert response.headers["Location"] == f"/api/{user}/tasks/{task['id']}"
     assert parse_time(task["created_at"]) == parse_time(task["updated_at"])
     fetched = await client.get(response.headers["Location"], headers=auth)

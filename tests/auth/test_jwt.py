@@ -1,0 +1,323 @@
+"""Token verification with real keys, a real JWKS served over HTTP, and real clocks."""
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from backend.auth.jwt import MAX_TOKEN_LENGTH, InvalidToken, JWKSCache, TokenPolicy, TokenVerifier
+from tests.servers import JWKSServer, jwks_server
+from tests.tokens import TEST_SECRET, SigningKey, hs256
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[JWKSServer]:
+    async with jwks_server() as jwks:
+        yield jwks
+
+
+def make_verifier(server: JWKSServer, *, cooldown: float = 30.0, **policy: Any) -> TokenVerifier:
+    cache = JWKSCache(f"{server.url}/api/auth/jwks", cache_seconds=300, cooldown_seconds=cooldown, timeout_seconds=2)
+    values: dict[str, Any] = {
+        "secret": TEST_SECRET,
+        "jwks_issuer": server.url,
+        "jwks_audience": server.url,
+        "leeway_seconds": 30,
+        **policy,
+    }
+    return TokenVerifier(TokenPolicy(**values), cache)
+
+
+@pytest.fixture
+async def verifier(server: JWKSServer) -> AsyncIterator[TokenVerifier]:
+    instance = make_verifier(server)
+    yield instance
+    await instance.jwks.aclose()
+
+
+async def refused(verifier: TokenVerifier, token: str) -> InvalidToken:
+    with pytest.raises(InvalidToken) as caught:
+        await verifier.user_id(token)
+    return caught.value
+
+
+def b64(data: bytes | str) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+# --- HS256 ------------------------------------------------------------------------------------------
+
+
+async def test_hs256_identity_from_sub(verifier: TokenVerifier) -> None:
+    assert await verifier.user_id(hs256("alice")) == "alice"
+
+
+@pytest.mark.parametrize(
+    ("claims", "expected"),
+    [
+        pytest.param({"user_id": "u1"}, "u1", id="user_id"),
+        pytest.param({"id": "u2"}, "u2", id="id"),
+        pytest.param({"id": 42}, "42", id="numeric-id"),
+        pytest.param({"sub": "s", "user_id": "u", "id": "i"}, "s", id="sub-wins"),
+        pytest.param({"user_id": "u", "id": "i"}, "u", id="user_id-before-id"),
+    ],
+)
+async def test_hs256_identity_fallbacks(verifier: TokenVerifier, claims: dict[str, Any], expected: str) -> None:
+    sub = claims.pop("sub", None)
+    assert await verifier.user_id(hs256(sub, **claims)) == expected
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        pytest.param({}, id="missing"),
+        pytest.param({"sub": ""}, id="empty"),
+        pytest.param({"user_id": True}, id="boolean"),
+        pytest.param({"user_id": ["a"]}, id="list"),
+        pytest.param({"user_id": 1.5}, id="float"),
+        pytest.param({"sub": "x" * 256}, id="too-long"),
+        pytest.param({"sub": 123}, id="numeric-sub"),
+    ],
+)
+async def test_hs256_bad_identity_is_refused(verifier: TokenVerifier, claims: dict[str, Any]) -> None:
+    sub = claims.pop("sub", None)
+    await refused(verifier, hs256(sub, **claims))
+
+
+async def test_identity_of_255_characters_is_accepted(verifier: TokenVerifier) -> None:
+    assert await verifier.user_id(hs256("x" * 255)) == "x" * 255
+
+
+async def test_expired_token_says_so(verifier: TokenVerifier) -> None:
+    error = await refused(verifier, hs256("a", ttl=-31))
+    assert error.detail == "Token has expired"
+
+
+async def test_expiry_within_leeway_is_accepted(verifier: TokenVerifier) -> None:
+    assert await verifier.user_id(hs256("a", ttl=-10)) == "a"
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        pytest.param({"nbf": int(time.time()) + 120}, id="nbf-future"),
+        pytest.param({"iat": int(time.time()) + 120}, id="iat-future"),
+        pytest.param({"exp": "tomorrow"}, id="exp-not-number"),
+    ],
+)
+async def test_time_claims_are_enforced(verifier: TokenVerifier, claims: dict[str, Any]) -> None:
+    error = await refused(verifier, hs256("a", **claims))
+    assert error.detail == "Invalid token"
+
+
+async def test_exp_is_required(verifier: TokenVerifier) -> None:
+    token = jwt.encode({"sub": "a", "iat": int(time.time())}, TEST_SECRET, algorithm="HS256")
+    await refused(verifier, token)
+
+
+async def test_wrong_secret_is_refused(verifier: TokenVerifier) -> None:
+    await refused(verifier, hs256("a", secret="another-secret-of-sufficient-length-000000"))
+
+
+async def test_hs256_iss_and_aud_checked_only_when_configured(server: JWKSServer) -> None:
+    open_verifier = make_verifier(server)
+    strict = make_verifier(server, hs256_issuer="https://app", hs256_audience="todo")
+    token = hs256("a", iss="https://elsewhere", aud="other")
+    assert await open_verifier.user_id(token) == "a"
+    await refused(strict, token)
+    assert await strict.user_id(hs256("a", iss="https://app", aud="todo")) == "a"
+    await open_verifier.jwks.aclose()
+    await strict.jwks.aclose()
+
+
+@pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
+async def test_other_hmac_algorithms_are_refused(verifier: TokenVerifier, algorithm: str) -> None:
+    token = jwt.encode({"sub": "a", "exp": int(time.time()) + 60}, TEST_SECRET, algorithm=algorithm)
+    await refused(verifier, token)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("abc", id="one-segment"),
+        pytest.param("abc.def", id="two-segments"),
+        pytest.param("a.b.c.d", id="four-segments"),
+        pytest.param("!!!.***.$$$", id="bad-base64"),
+        pytest.param(f"{b64('not json')}.{b64('{}')}.sig", id="non-json-header"),
+    ],
+)
+async def test_malformed_tokens_are_refused(verifier: TokenVerifier, token: str) -> None:
+    await refused(verifier, token)
+
+
+async def test_alg_none_is_refused(verifier: TokenVerifier) -> None:
+    body = b64(json.dumps({"sub": "a", "exp": int(time.time()) + 60}))
+    for signature in ("", b64("sig")):
+        await refused(verifier, f"{b64(json.dumps({'alg': 'none', 'typ': 'JWT'}))}.{body}.{signature}")
+
+
+async def test_oversized_token_is_refused_before_parsing(verifier: TokenVerifier) -> None:
+    token = hs256("a", padding="x" * MAX_TOKEN_LENGTH)
+    error = await refused(verifier, token)
+    assert "longer" in error.reason
+
+
+# --- JWKS -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["EdDSA", "ES256", "RS256"])
+async def test_jwks_tokens_verify(server: JWKSServer, verifier: TokenVerifier, algorithm: str) -> None:
+    key = SigningKey(algorithm)
+    server.keys.append(key.public_jwk)
+    assert await verifier.user_id(key.token("ba-user", issuer=server.url)) == "ba-user"
+
+
+async def test_jwks_is_cached(server: JWKSServer, verifier: TokenVerifier) -> None:
+    key = SigningKey("EdDSA")
+    server.keys.append(key.public_jwk)
+    for _ in range(5):
+        await verifier.user_id(key.token("u", issuer=server.url))
+    assert server.fetches == 1
+
+
+async def test_unknown_kid_refetches_after_rotation(server: JWKSServer) -> None:
+    verifier = make_verifier(server, cooldown=0)
+    old, new = SigningKey("EdDSA"), SigningKey("EdDSA")
+    server.keys.append(old.public_jwk)
+    assert await verifier.user_id(old.token("u", issuer=server.url)) == "u"
+    server.keys.append(new.public_jwk)  # rotation: the new key joins, the old one stays a while
+    assert await verifier.user_id(new.token("u", issuer=server.url)) == "u"
+    assert await verifier.user_id(old.token("u", issuer=server.url)) == "u"
+    assert server.fetches == 2
+    await verifier.jwks.aclose()
+
+
+async def test_unknown_kid_flood_fetches_once_per_cooldown(server: JWKSServer, verifier: TokenVerifier) -> None:
+    forger = SigningKey("EdDSA")
+    tokens = [SigningKey("EdDSA", kid=uuid.uuid4().hex, private=forger.private) for _ in range(200)]
+    results = await asyncio.gather(
+        *(verifier.user_id(key.token("u", issuer=server.url)) for key in tokens), return_exceptions=True
+    )
+    assert all(isinstance(result, InvalidToken) for result in results)
+    assert server.fetches == 1
+
+
+async def test_failed_fetch_keeps_last_good_keys(server: JWKSServer) -> None:
+    verifier = make_verifier(server, cooldown=0)
+    key = SigningKey("EdDSA")
+    server.keys.append(key.public_jwk)
+    assert await verifier.user_id(key.token("u", issuer=server.url)) == "u"
+    server.failing = True
+    await refused(verifier, SigningKey("EdDSA").token("u", issuer=server.url))  # forces a failing fetch
+    assert await verifier.user_id(key.token("u", issuer=server.url)) == "u"
+    await verifier.jwks.aclose()
+
+
+async def test_auth_server_down_does_not_block_hs256(server: JWKSServer) -> None:
+    cache = JWKSCache("http://127.0.0.1:9/api/auth/jwks", cache_seconds=300, cooldown_seconds=30, timeout_seconds=1)
+    verifier = TokenVerifier(
+        TokenPolicy(secret=TEST_SECRET, jwks_issuer=server.url, jwks_audience=server.url, leeway_seconds=30),
+        cache,
+    )
+    started = time.monotonic()
+    await refused(verifier, SigningKey("EdDSA").token("u", issuer=server.url))
+    assert await verifier.user_id(hs256("u")) == "u"
+    assert time.monotonic() - started < 3
+    await cache.aclose()
+
+
+async def test_invalid_jwks_document_is_ignored(server: JWKSServer) -> None:
+    verifier = make_verifier(server)
+    server.keys.append({"kty": "OKP", "crv": "Ed25519", "x": "broken"})  # no kid: skipped
+    await refused(verifier, SigningKey("EdDSA").token("u", issuer=server.url))
+    await verifier.jwks.aclose()
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        pytest.param({"iss": "https://evil.example"}, "Issuer", id="wrong-iss"),
+        pytest.param({"aud": "https://evil.example"}, "Audience", id="wrong-aud"),
+        pytest.param({"aud": ["https://a.example", "https://b.example"]}, "Audience", id="aud-list-without-ours"),
+    ],
+)
+async def test_jwks_iss_and_aud_must_be_better_auth(
+    server: JWKSServer, verifier: TokenVerifier, claims: dict[str, Any], reason: str
+) -> None:
+    key = SigningKey("EdDSA")
+    server.keys.append(key.public_jwk)
+    error = await refused(verifier, key.token("u", issuer=server.url, **claims))
+    assert reason in error.reason
+
+
+async def test_aud_list_containing_ours_is_accepted(server: JWKSServer, verifier: TokenVerifier) -> None:
+    key = SigningKey("EdDSA")
+    server.keys.append(key.public_jwk)
+    token = key.token("u", issuer=server.url, aud=["https://other.example", server.url])
+    assert await verifier.user_id(token) == "u"
+
+
+async def test_jwks_token_needs_kid_and_sub(server: JWKSServer, verifier: TokenVerifier) -> None:
+    key = SigningKey("EdDSA")
+    server.keys.append(key.public_jwk)
+    now = int(time.time())
+    no_kid = jwt.encode({"sub": "u", "exp": now + 60}, key.private, algorithm="EdDSA")
+    await refused(verifier, no_kid)
+    no_sub = key.sign({"iss": server.url, "aud": server.url, "exp": now + 60, "user_id": "u"})
+    await refused(verifier, no_sub)
+
+
+async def test_hs256_signed_with_public_key_is_refused(server: JWKSServer, verifier: TokenVerifier) -> None:
+    """Algorithm confusion: the public key used as an HMAC secret must not verify."""
+    key = SigningKey("RS256")
+    server.keys.append(key.public_jwk)
+    pem = key.private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    header = {"alg": "HS256", "kid": key.kid, "typ": "JWT"}
+    body = {"sub": "u", "iss": server.url, "aud": server.url, "exp": int(time.time()) + 60}
+    signing_input = f"{b64(json.dumps(header))}.{b64(json.dumps(body))}"
+    import hashlib
+    import hmac
+
+    signature = b64(hmac.new(pem, signing_input.encode(), hashlib.sha256).digest())
+    await refused(verifier, f"{signing_input}.{signature}")
+    assert server.fetches == 0  # an HS256 token never consults the JWKS
+
+
+async def test_kid_of_another_key_type_is_refused(server: JWKSServer, verifier: TokenVerifier) -> None:
+    rsa_key, ed_key = SigningKey("RS256"), SigningKey("EdDSA")
+    server.keys.append(rsa_key.public_jwk)
+    forged = SigningKey("EdDSA", kid=rsa_key.kid, private=ed_key.private)
+    await refused(verifier, forged.token("u", issuer=server.url))
+
+
+async def test_key_without_declared_alg_must_fit_the_header(server: JWKSServer, verifier: TokenVerifier) -> None:
+    key = SigningKey("ES256")
+    jwk = {k: v for k, v in key.public_jwk.items() if k != "alg"}
+    server.keys.append(jwk)
+    assert await verifier.user_id(key.token("u", issuer=server.url)) == "u"
+    ed = SigningKey("EdDSA", kid=key.kid)
+    error = await refused(verifier, ed.token("u", issuer=server.url))
+    assert "cannot verify" in error.reason
+
+
+async def test_jku_and_x5u_headers_are_never_fetched(server: JWKSServer, verifier: TokenVerifier) -> None:
+    key = SigningKey("EdDSA")
+    server.keys.append(key.public_jwk)
+    now = int(time.time())
+    claims = {"sub": "u", "iss": server.url, "aud": server.url, "exp": now + 60}
+    token = key.sign(claims, headers={"jku": "http://127.0.0.1:9/keys", "x5u": "http://127.0.0.1:9/cert"})
+    assert await verifier.user_id(token) == "u"
+    assert server.fetches == 1

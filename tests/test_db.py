@@ -1,0 +1,113 @@
+"""Database URL normalisation (Neon's console strings and friends) and engine options."""
+
+import ssl
+
+import pytest
+from sqlalchemy import text
+
+from backend.db import create_engine, default_sqlite_url, parse_database_url, ssl_for
+from tests.conftest import make_settings
+
+NEON = (
+    "postgresql://neondb_owner:npg_Ab1Cd2@ep-cool-name-a1b2c3d4-pooler.us-east-2.aws.neon.tech/neondb"
+    "?sslmode=require&channel_binding=require"
+)
+
+
+def test_neon_console_string_is_made_asyncpg_safe() -> None:
+    target = parse_database_url(NEON)
+    assert target.url.drivername == "postgresql+asyncpg"
+    assert target.url.host == "ep-cool-name-a1b2c3d4-pooler.us-east-2.aws.neon.tech"
+    assert target.url.username == "neondb_owner"
+    assert target.url.password == "npg_Ab1Cd2"
+    assert dict(target.url.query) == {}
+    tls = target.connect_args["ssl"]
+    assert isinstance(tls, ssl.SSLContext)
+    assert tls.verify_mode == ssl.CERT_NONE
+    assert "npg_Ab1Cd2" not in target.masked
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "postgres://u:p@host:5433/db",
+        "postgresql://u:p@host:5433/db",
+        "postgresql+asyncpg://u:p@host:5433/db",
+        "postgresql+psycopg2://u:p@host:5433/db",
+    ],
+)
+def test_postgres_schemes_become_asyncpg(raw: str) -> None:
+    target = parse_database_url(raw)
+    assert target.url.render_as_string(hide_password=False) == "postgresql+asyncpg://u:p@host:5433/db"
+    assert target.connect_args == {}
+    assert not target.is_sqlite
+
+
+def test_password_with_special_characters_survives() -> None:
+    target = parse_database_url("postgresql://user:p%40ss%2Fw%3Ard%23@host/db?sslmode=disable")
+    assert target.url.password == "p@ss/w:rd#"
+    assert target.connect_args == {"ssl": False}
+    assert "p@ss" not in target.masked
+    assert "p%40ss" not in target.masked
+
+
+def test_other_query_parameters_are_kept() -> None:
+    target = parse_database_url("postgresql://h/db?sslmode=prefer&options=-c%20search_path%3Dapp&gssencmode=disable")
+    assert dict(target.url.query) == {"options": "-c search_path=app"}
+    assert target.connect_args == {"ssl": "prefer"}
+
+
+@pytest.mark.parametrize(
+    ("mode", "verify", "hostname"),
+    [
+        ("require", ssl.CERT_NONE, False),
+        ("verify-ca", ssl.CERT_REQUIRED, False),
+        ("verify-full", ssl.CERT_REQUIRED, True),
+    ],
+)
+def test_sslmode_becomes_an_ssl_context(mode: str, verify: ssl.VerifyMode, hostname: bool) -> None:
+    context = ssl_for(mode)
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == verify
+    assert context.check_hostname is hostname
+
+
+def test_sslmode_edge_cases() -> None:
+    assert ssl_for(None) is None
+    assert ssl_for("disable") is False
+    assert ssl_for("allow") == "allow"
+    with pytest.raises(ValueError, match="sslmode"):
+        ssl_for("sometimes")
+
+
+def test_sqlite_and_default() -> None:
+    assert parse_database_url(None).url.render_as_string() == default_sqlite_url()
+    assert parse_database_url("").is_sqlite
+    assert parse_database_url("sqlite:///tmp/x.db").url.drivername == "sqlite+aiosqlite"
+
+
+def test_unknown_scheme_is_refused() -> None:
+    with pytest.raises(ValueError, match="unsupported database scheme"):
+        parse_database_url("mysql://u@h/db")
+
+
+@pytest.mark.anyio
+async def test_postgres_engine_settings_reach_the_server(postgres_url: str) -> None:
+    engine = create_engine(make_settings(postgres_url, db_pool_size=7, db_max_overflow=3))
+    assert engine.sync_engine.pool.size() == 7  # type: ignore[attr-defined]
+    async with engine.connect() as first, engine.connect() as second:
+        assert await first.scalar(text("SELECT current_setting('application_name')")) == "todo-api"
+        # Autocommit: a write on one connection is visible to another without a commit.
+        await first.execute(text("CREATE TEMP TABLE probe (x int)"))
+        await first.execute(text("CREATE TABLE IF NOT EXISTS autocommit_probe (x int)"))
+        assert await second.scalar(text("SELECT to_regclass('autocommit_probe') IS NOT NULL")) is True
+        await first.execute(text("DROP TABLE autocommit_probe"))
+    await engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_default_engine_is_embedded_sqlite(caplog: pytest.LogCaptureFixture) -> None:
+    engine = create_engine(make_settings(None))
+    assert engine.dialect.name == "sqlite"
+    assert "embedded SQLite" in caplog.text
+    await engine.dispose()
