@@ -108,3 +108,10 @@ async def test_auth_is_decided_before_the_database_is_touched(unreachable_databa
         assert (await http.delete("/api/alice/tasks/1", headers=bearer(hs256("bob")))).status_code == 403
         down = await http.get("/api/alice/tasks", headers=bearer(hs256("alice")))
         assert down.status_code == 503
+
+
+async def test_403_is_decided_before_path_validation(client: httpx.AsyncClient, user: str) -> None:
+    foreign = await client.get("/api/someone-else/tasks/not-a-number", headers=bearer(hs256(user)))
+    assert foreign.status_code == 403
+    anonymous = await client.get(f"/api/{user}/tasks/not-a-number")
+    assert anonymous.status_code == 401
