@@ -2,7 +2,7 @@
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -25,8 +25,7 @@ async def create(client: httpx.AsyncClient, user: str, **body: Any) -> dict[str,
 
 def parse_time(value: str) -> datetime:
     parsed = datetime.fromisoformat(value)
-    assert parsed.utcoffset() is not None
-    assert parsed.utcoffset().total_seconds() == 0
+    assert parsed.utcoffset() == timedelta(0)
     return parsed
 
 
