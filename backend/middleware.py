@@ -1,4 +1,4 @@
-"""The edge of every request: a request id, the body size limit, API headers, a last-resort 500.
+"""The edge of every request: a request id, size limits, API headers, a last-resort 500.
 
 One pure-ASGI layer instead of three, because each middleware layer costs on every request.
 """
@@ -23,6 +23,10 @@ _API_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"
 
 
 CONTENT_TOO_LARGE = "Request body too large"
+HEADERS_TOO_LARGE = "Request headers too large"
+# uvicorn's httptools parser accepts headers of any size; this is the server's limit. It sits
+# above the oversized tokens we still answer with a proper 401 (a 10,000-claim token is ~190 KB).
+MAX_HEADER_BYTES = 256 * 1024
 
 
 class EdgeMiddleware:
@@ -49,6 +53,9 @@ class EdgeMiddleware:
                     headers.update(_API_HEADERS)
             await send(message)
 
+        if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
+            await _json(scope, receive, send_with_headers, 431, HEADERS_TOO_LARGE)
+            return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
             # Refuse before reading a byte of it.

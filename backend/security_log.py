@@ -8,19 +8,13 @@ log = logging.getLogger("backend.security")
 
 
 def security_event(request: Request, event: str, reason: str) -> None:
-    client = request.client.host if request.client else "-"
-    log.warning(
-        "%s reason=%r method=%s path=%s client=%s request_id=%s",
-        event,
-        reason,
-        request.method,
-        request.url.path,
-        client,
-        getattr(request.state, "request_id", "-"),
-        extra={
-            "event": event,
-            "reason": reason,
-            "path": request.url.path,
-            "client": client,
-        },
-    )
+    """Log a refusal once; `reason` comes from our own checks, never from the token's contents."""
+    fields = {
+        "event": event,
+        "reason": reason,
+        "method": request.method,
+        "path": request.url.path,
+        "client": request.client.host if request.client else "-",
+        "request_id": getattr(request.state, "request_id", "-"),
+    }
+    log.warning(" ".join(f"{key}={value!r}" for key, value in fields.items()), extra=fields)

@@ -12,7 +12,7 @@ from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 TEST_SECRET = "test-secret-that-is-long-enough-for-production-and-hs512-0123456789abcdef"
 
 
-def hs256(sub: str | None = "user", *, secret: str = TEST_SECRET, ttl: int = 600, **claims: Any) -> str:
+def hs256(sub: str | None = "user", *, secret: str = TEST_SECRET, ttl: int = 600, **claims: object) -> str:
     now = int(time.time())
     payload: dict[str, Any] = {"iat": now, "exp": now + ttl, **claims}
     if sub is not None:

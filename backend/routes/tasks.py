@@ -8,6 +8,7 @@ from backend import crud
 from backend.crud import SortField, SortOrder, StatusFilter
 from backend.dependencies import ConnectionDep, OwnerId, TaskId
 from backend.models import ErrorDetail, TaskCompletion, TaskCreate, TaskRead, TaskUpdate
+from backend.routing import JSONBodyRoute
 
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 1000
@@ -30,6 +31,7 @@ router = APIRouter(
     prefix="/api/{user_id}/tasks",
     tags=["tasks"],
     responses=_errors,
+    route_class=JSONBodyRoute,
 )
 
 

@@ -1,0 +1,88 @@
+"""OWASP API1: every endpoint x {own, other's, missing task} x {own, other's path}, exact codes.
+
+User A attacks; user B's rows are read straight from the database before and after each request
+and must be identical, and B's data must never appear in a response.
+"""
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from tests.conftest import bearer
+from tests.tokens import hs256
+
+pytestmark = pytest.mark.anyio
+
+MISSING_ID = 2**63 - 1
+TASK_ENDPOINTS: dict[str, tuple[str, str, dict[str, Any] | None, int]] = {
+    "get": ("GET", "/{id}", None, 200),
+    "update": ("PUT", "/{id}", {"title": "overwritten", "completed": True}, 200),
+    "toggle": ("PATCH", "/{id}/complete", None, 200),
+    "delete": ("DELETE", "/{id}", None, 204),
+}
+COLLECTION_ENDPOINTS: dict[str, tuple[str, str, dict[str, Any] | None, int]] = {
+    "list": ("GET", "", None, 200),
+    "create": ("POST", "", {"title": "planted"}, 201),
+}
+
+
+def _matrix() -> list[Any]:
+    rows = []
+    for endpoint, (method, suffix, body, ok) in TASK_ENDPOINTS.items():
+        for task in ("own-task", "others-task", "missing-task"):
+            for path in ("own-path", "others-path"):
+                expected = 403 if path == "others-path" else (ok if task == "own-task" else 404)
+                rows.append(pytest.param(method, suffix, body, task, path, expected, id=f"{endpoint}-{task}-{path}"))
+    for endpoint, (method, suffix, body, ok) in COLLECTION_ENDPOINTS.items():
+        for path in ("own-path", "others-path"):
+            expected = ok if path == "own-path" else 403
+            rows.append(pytest.param(method, suffix, body, "no-task", path, expected, id=f"{endpoint}-{path}"))
+    return rows
+
+
+async def _rows_of(app: FastAPI, user_id: str) -> list[tuple[Any, ...]]:
+    async with app.state.engine.connect() as connection:
+        result = await connection.execute(text("SELECT * FROM task WHERE user_id = :u ORDER BY id"), {"u": user_id})
+        return [tuple(row) for row in result]
+
+
+@pytest.mark.parametrize(("method", "suffix", "body", "task", "path", "expected"), _matrix())
+async def test_object_level_authorization(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    method: str,
+    suffix: str,
+    body: dict[str, Any] | None,
+    task: str,
+    path: str,
+    expected: int,
+) -> None:
+    alice, bob = f"alice-{uuid.uuid4().hex}", f"bob-{uuid.uuid4().hex}"
+    marker = f"bob-secret-{uuid.uuid4().hex}"
+    created: dict[str, dict[str, Any]] = {}
+    for owner, title in ((alice, "alice's task"), (bob, marker)):
+        response = await client.post(
+            f"/api/{owner}/tasks", json={"title": title, "description": title}, headers=bearer(hs256(owner))
+        )
+        created[owner] = response.json()
+    task_id = {"own-task": created[alice]["id"], "others-task": created[bob]["id"], "missing-task": MISSING_ID}.get(
+        task, 0
+    )
+    path_user = alice if path == "own-path" else bob
+    before = await _rows_of(app, bob)
+
+    response = await client.request(
+        method,
+        f"/api/{path_user}/tasks" + suffix.format(id=task_id),
+        json=body,
+        headers=bearer(hs256(alice)),
+    )
+
+    assert response.status_code == expected, response.text
+    assert marker not in response.text
+    assert bob not in response.text
+    assert await _rows_of(app, bob) == before
