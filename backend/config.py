@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     db_pool_recycle_seconds: int = Field(default=240, ge=1)
     db_connect_timeout_seconds: float = Field(default=15.0, gt=0)
     db_command_timeout_seconds: float = Field(default=15.0, gt=0)
+    db_startup_timeout_seconds: float = Field(default=30.0, ge=0)
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     docs_enabled: bool = True

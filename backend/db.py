@@ -1,17 +1,19 @@
 """Async engine and per-request connection: PostgreSQL (Neon) through asyncpg, or embedded SQLite."""
 
+import asyncio
 import logging
 import ssl
+import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from backend.config import DATA_DIR, Settings
+from backend.errors import describe
 
 log = logging.getLogger("backend.db")
 
@@ -148,7 +150,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-async def connect(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """Lend a pooled connection for one request; it goes back to the pool when the request ends."""
-    async with engine.connect() as connection:
-        yield connection
+async def wait_for_database(engine: AsyncEngine, *, timeout_seconds: float, first_delay: float = 0.5) -> bool:
+    """Retry `SELECT 1` with doubling delays (max 5 s) until it answers or the time is up.
+
+    A cold Neon compute or a database restarting under a deploy is normal; crashing on the first
+    refused connection would turn it into a crash loop.
+    """
+    deadline = time.monotonic() + timeout_seconds
+    delay = first_delay
+    attempt = 1
+    while True:
+        try:
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+            return True
+        except Exception as exc:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                log.error("Database still unreachable after %d attempts (%s)", attempt, describe(exc))
+                return False
+            log.warning(
+                "Database unreachable (attempt %d, %s); retrying in %.1f s",
+                attempt,
+                describe(exc),
+                min(delay, remaining),
+            )
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 5.0)
+            attempt += 1

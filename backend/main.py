@@ -13,7 +13,7 @@ from sqlalchemy import text
 from backend import migrate
 from backend.auth.jwt import JWKSCache, TokenPolicy, TokenVerifier
 from backend.config import ConfigError, Settings, load_settings
-from backend.db import create_engine
+from backend.db import create_engine, wait_for_database
 from backend.errors import DatabaseUnavailable, install_error_handlers
 from backend.middleware import EdgeMiddleware
 from backend.models import ErrorDetail
@@ -42,14 +42,26 @@ def build_verifier(settings: Settings) -> TokenVerifier:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Wait (bounded) for the database; in development bring its schema up to date.
+
+    In production a database that stays away does not stop the start: requests and /ready answer
+    503 until it is back. uvicorn lets in-flight requests finish before this exits.
+    """
     settings: Settings = app.state.settings
+    engine = app.state.engine
+    reachable = await wait_for_database(engine, timeout_seconds=settings.db_startup_timeout_seconds)
     if settings.environment == "development":
-        await migrate.upgrade(app.state.engine)
+        if not reachable:
+            raise RuntimeError("database unreachable: cannot apply migrations (see the log above)")
+        await migrate.upgrade(engine)
+    elif not reachable:
+        log.error("Starting without the database: requests and /ready answer 503 until it is back")
     try:
         yield
     finally:
         await app.state.verifier.jwks.aclose()
-        await app.state.engine.dispose()
+        await engine.dispose()
+        log.info("Shut down: database pool disposed")
 
 
 def _operation_id(route: APIRoute) -> str:

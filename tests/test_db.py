@@ -1,11 +1,12 @@
 """Database URL normalisation (Neon's console strings and friends) and engine options."""
 
 import ssl
+import time
 
 import pytest
 from sqlalchemy import text
 
-from backend.db import create_engine, default_sqlite_url, parse_database_url, ssl_for
+from backend.db import create_engine, default_sqlite_url, parse_database_url, ssl_for, wait_for_database
 from tests.conftest import make_settings
 
 NEON = (
@@ -110,4 +111,23 @@ async def test_default_engine_is_embedded_sqlite(caplog: pytest.LogCaptureFixtur
     engine = create_engine(make_settings(None))
     assert engine.dialect.name == "sqlite"
     assert "embedded SQLite" in caplog.text
+    await engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_wait_for_database_backs_off_then_gives_up(caplog: pytest.LogCaptureFixture) -> None:
+    engine = create_engine(make_settings("postgresql://nobody@127.0.0.1:9/none", db_connect_timeout_seconds=1))
+    started = time.monotonic()
+    assert await wait_for_database(engine, timeout_seconds=0.6, first_delay=0.2) is False
+    assert time.monotonic() - started < 3
+    retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
+    assert len(retries) >= 2
+    assert "still unreachable" in caplog.text
+    await engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_wait_for_database_returns_when_it_answers(postgres_url: str) -> None:
+    engine = create_engine(make_settings(postgres_url))
+    assert await wait_for_database(engine, timeout_seconds=5) is True
     await engine.dispose()

@@ -146,7 +146,7 @@ async def test_production_never_touches_the_schema(postgres_url: str) -> None:
     await admin.execute(f'CREATE DATABASE "{fresh}"')
     try:
         url = make_url(postgres_url).set(database=fresh).render_as_string(hide_password=False)
-        app = create_app(make_settings(url, environment="production"))
+        app = create_app(make_settings(url, environment="production", better_auth_secret="p" * 32))
         async with app.router.lifespan_context(app):
             pass
         conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
@@ -183,3 +183,32 @@ def test_unsafe_production_config_exits_with_a_clear_message(project_root: Path,
     assert "NEON_DATABASE_URL" in result.stderr
     assert "too-short-secret" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_production_starts_without_the_database_and_reports_it(caplog: pytest.LogCaptureFixture) -> None:
+    settings = make_settings(
+        "postgresql://nobody@127.0.0.1:9/none",
+        environment="production",
+        db_startup_timeout_seconds=0.3,
+        db_connect_timeout_seconds=1,
+    )
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        assert (await http.get("/ready")).status_code == 503
+        assert (await http.get("/health")).status_code == 200
+    assert "Starting without the database" in caplog.text
+    assert "pool disposed" in caplog.text
+
+
+async def test_development_refuses_to_start_without_the_database() -> None:
+    app = create_app(
+        make_settings(
+            "postgresql://nobody@127.0.0.1:9/none", db_startup_timeout_seconds=0.2, db_connect_timeout_seconds=1
+        )
+    )
+    with pytest.raises(RuntimeError, match="cannot apply migrations"):
+        async with app.router.lifespan_context(app):
+            pass
