@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from backend.config import Settings
+from backend.db import parse_database_url
 from backend.main import create_app
 from tests.servers import JWKSServer, jwks_server
 from tests.tokens import TEST_SECRET, SigningKey, hs256
@@ -36,10 +37,27 @@ def admin_url() -> str:
     return os.environ.get("TEST_DATABASE_URL") or DEFAULT_ADMIN_URL
 
 
+async def pg_connect(url: str) -> asyncpg.Connection:
+    """A raw asyncpg connection, through the service's own URL handling (Neon strings work)."""
+    target = parse_database_url(url)
+    return await asyncpg.connect(
+        host=target.url.host,
+        port=target.url.port,
+        user=target.url.username,
+        password=target.url.password,
+        database=target.url.database,
+        ssl=target.connect_args.get("ssl"),
+        timeout=15,
+    )
+
+
+def with_database(url: str, database: str) -> str:
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
 async def _admin_connection() -> asyncpg.Connection:
-    url = make_url(admin_url()).set(drivername="postgresql")
     try:
-        return await asyncpg.connect(url.render_as_string(hide_password=False), timeout=10)
+        return await pg_connect(admin_url())
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(
             f"PostgreSQL is required for the test suite and is not reachable at "
@@ -56,7 +74,7 @@ async def postgres_url() -> AsyncIterator[str]:
     admin = await _admin_connection()
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        yield make_url(admin_url()).set(database=name).render_as_string(hide_password=False)
+        yield with_database(admin_url(), name)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import httpx
@@ -10,7 +11,7 @@ from fastapi import FastAPI
 
 import backend.main
 from backend.main import create_app
-from tests.conftest import bearer, make_settings
+from tests.conftest import bearer, make_settings, pg_connect, with_database
 from tests.tokens import hs256
 
 pytestmark = pytest.mark.anyio
@@ -137,21 +138,17 @@ async def test_docs_page_and_switch(client: httpx.AsyncClient, postgres_url: str
 
 async def test_production_never_touches_the_schema(postgres_url: str) -> None:
     """In production the lifespan applies no migrations (the deploy step does)."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    fresh = f"todo_prod_{id(postgres_url)}"
-    admin_url = make_url(postgres_url).set(drivername="postgresql", database="postgres")
-    admin = await asyncpg.connect(admin_url.render_as_string(hide_password=False))
+    fresh = f"todo_prod_{uuid.uuid4().hex[:12]}"
+    admin = await pg_connect(postgres_url)
     await admin.execute(f'CREATE DATABASE "{fresh}"')
     try:
-        url = make_url(postgres_url).set(database=fresh).render_as_string(hide_password=False)
+        url = with_database(postgres_url, fresh)
         app = create_app(make_settings(url, environment="production", better_auth_secret="p" * 32))
         async with app.router.lifespan_context(app):
             pass
-        conn = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(hide_password=False))
-        assert await conn.fetchval("SELECT to_regclass('task')") is None
-        await conn.close()
+        connection = await pg_connect(url)
+        assert await connection.fetchval("SELECT to_regclass('task')") is None
+        await connection.close()
     finally:
         await admin.execute(f'DROP DATABASE "{fresh}" WITH (FORCE)')
         await admin.close()
