@@ -7,7 +7,7 @@ session and dropped afterwards, so runs never see each other's data.
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,13 @@ from backend.config import Settings
 from backend.db import parse_database_url
 from backend.main import create_app
 from tests.servers import JWKSServer, jwks_server
+from tests.support.pgbouncer import PgBouncer, ensure_pgbouncer
 from tests.tokens import TEST_SECRET, SigningKey, hs256
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-BACKENDS = ["postgresql", "sqlite"]
+# The API suite runs on each: the real server, the same server through PgBouncer in transaction
+# mode (as Neon's pooler), and the embedded SQLite default.
+BACKENDS = ["postgresql", "pgbouncer", "sqlite"]
 FRONTEND_ORIGIN = "http://localhost:3000"
 
 
@@ -81,6 +84,29 @@ async def postgres_url() -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
+def pgbouncer(postgres_url: str) -> Iterator[PgBouncer]:
+    """PgBouncer in transaction mode with a 5-connection server pool in front of the session database."""
+    target = parse_database_url(postgres_url).url
+    try:
+        ensure_pgbouncer()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with PgBouncer(
+        server_host=target.host or "127.0.0.1",
+        server_port=target.port or 5432,
+        server_database=target.database or "postgres",
+        users=(target.username or "postgres",),
+        pool_size=5,
+    ) as bouncer:
+        yield bouncer
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_url(pgbouncer: PgBouncer) -> str:
+    return pgbouncer.url()
+
+
+@pytest.fixture(scope="session")
 def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'todo.sqlite3'}"
 
@@ -117,7 +143,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def database_url(backend: str, request: pytest.FixtureRequest) -> str:
-    fixture = "postgres_url" if backend == "postgresql" else "sqlite_url"
+    fixture = {"postgresql": "postgres_url", "pgbouncer": "pgbouncer_url", "sqlite": "sqlite_url"}[backend]
     url: str = request.getfixturevalue(fixture)
     return url
 

@@ -15,22 +15,31 @@ from starlette.types import ASGIApp
 
 
 @asynccontextmanager
-async def serve(app: ASGIApp, **config: Any) -> AsyncIterator[str]:
-    """Run `app` on a free loopback port for the duration; yields its base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", **config)
-    )
+async def running_server(app: ASGIApp, **config: Any) -> AsyncIterator[uvicorn.Server]:
+    """Run `app` under uvicorn on a free loopback port; stops (gracefully) on exit."""
+    options: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "log_level": "warning", "lifespan": "off", **config}
+    server = uvicorn.Server(uvicorn.Config(app, **options))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield server
     finally:
         server.should_exit = True
         await task
+
+
+def base_url(server: uvicorn.Server) -> str:
+    return f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+
+
+@asynccontextmanager
+async def serve(app: ASGIApp, **config: Any) -> AsyncIterator[str]:
+    """Run `app` on a free loopback port for the duration; yields its base URL."""
+    async with running_server(app, **config) as server:
+        yield base_url(server)
 
 
 @dataclass

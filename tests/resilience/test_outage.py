@@ -1,0 +1,118 @@
+"""The database goes away under a running service (a real cluster stopped and started, and killed
+connections, as Neon's suspend does): 503 + Retry-After while away, service resumes by itself, no
+acknowledged write is lost."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from backend.main import create_app
+from tests.conftest import bearer, make_settings, pg_connect
+from tests.support.pgcluster import PgCluster
+from tests.tokens import hs256
+
+pytestmark = pytest.mark.anyio
+
+TIMEOUT = 2.0
+
+
+@pytest.fixture
+def cluster() -> Iterator[PgCluster]:
+    # The helper's speed settings acknowledge commits before WAL is written; "no acknowledged write
+    # is lost" needs PostgreSQL's default durability back (fsync stays off: a process crash, not an
+    # OS crash, is what we simulate).
+    with PgCluster(settings={"synchronous_commit": "on"}) as server:
+        yield server
+
+
+@pytest.fixture
+async def app_on_cluster(cluster: PgCluster) -> AsyncIterator[FastAPI]:
+    url = await anyio.to_thread.run_sync(cluster.create_database, "todo")
+    app = create_app(
+        make_settings(
+            url,
+            db_connect_timeout_seconds=TIMEOUT,
+            db_command_timeout_seconds=TIMEOUT,
+            db_pool_timeout_seconds=TIMEOUT,
+        )
+    )
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+async def test_outage_answers_503_then_recovers_without_losing_writes(
+    app_on_cluster: FastAPI, cluster: PgCluster, mode: str
+) -> None:
+    user = f"user-{uuid.uuid4().hex}"
+    headers = bearer(hs256(user))
+    base = f"/api/{user}/tasks"
+    acknowledged = 0
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app_on_cluster), base_url="http://t") as http:
+        for i in range(10):
+            response = await http.post(base, json={"title": f"before {i}"}, headers=headers)
+            assert response.status_code == 201
+            acknowledged += 1
+        task_id = response.json()["id"]
+
+        await anyio.to_thread.run_sync(lambda: cluster.stop(mode))  # type: ignore[arg-type]
+        for method, url, body in [
+            ("GET", base, None),
+            ("POST", base, {"title": "during"}),
+            ("GET", f"{base}/{task_id}", None),
+            ("PATCH", f"{base}/{task_id}/complete", None),
+            ("DELETE", f"{base}/{task_id}", None),
+            ("GET", "/ready", None),
+        ]:
+            started = time.monotonic()
+            response = await http.request(method, url, json=body, headers=headers)
+            elapsed = time.monotonic() - started
+            assert response.status_code == 503, (method, url, response.text)
+            assert response.headers["Retry-After"].isdigit()
+            assert response.json() == {"detail": "Database unavailable, please retry shortly"}
+            assert elapsed < TIMEOUT * 2 + 1
+
+        await anyio.to_thread.run_sync(cluster.start)
+        for i in range(10):
+            response = await http.post(base, json={"title": f"after {i}"}, headers=headers)
+            assert response.status_code == 201, response.text
+            acknowledged += 1
+        listing = await http.get(base, headers=headers)
+        assert (await http.get("/ready")).status_code == 200
+    assert listing.status_code == 200
+    assert listing.headers["X-Total-Count"] == str(acknowledged)
+    connection = await pg_connect(cluster.url("todo"))
+    stored = await connection.fetchval("SELECT count(*) FROM task WHERE user_id = $1", user)
+    await connection.close()
+    assert stored == acknowledged
+
+
+async def test_terminated_connections_cost_no_visible_error(postgres_url: str) -> None:
+    """pg_terminate_backend on every connection of the service (what Neon's suspend does)."""
+    app = create_app(make_settings(postgres_url))
+    user = f"user-{uuid.uuid4().hex}"
+    headers = bearer(hs256(user))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        warm = await asyncio.gather(*(http.get(f"/api/{user}/tasks", headers=headers) for _ in range(8)))
+        assert {r.status_code for r in warm} == {200}
+        admin = await pg_connect(postgres_url)
+        killed = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'todo-api' AND datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        await admin.close()
+        assert killed >= 1
+        after = await asyncio.gather(
+            *(http.post(f"/api/{user}/tasks", json={"title": "after kill"}, headers=headers) for _ in range(8))
+        )
+        assert [r.status_code for r in after] == [201] * 8
+        assert (await http.get(f"/api/{user}/tasks", headers=headers)).headers["X-Total-Count"] == "8"

@@ -1,0 +1,68 @@
+"""TLS as Neon wants it, against a real server with a self-signed certificate."""
+
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from backend.main import create_app
+from tests.conftest import make_settings
+from tests.support.pgcluster import PgCluster
+from tests.support.tls import generate_ca
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def tls_cluster() -> Iterator[PgCluster]:
+    with PgCluster(ssl=True, ssl_only=True) as server:
+        server.create_database("todo")
+        yield server
+
+
+async def _ssl_in_use(url: str) -> bool:
+    app = create_app(make_settings(url))
+    async with app.router.lifespan_context(app), app.state.engine.connect() as connection:
+        in_use: bool = await connection.scalar(text("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"))
+    return in_use
+
+
+async def test_sslmode_require_connects_encrypted(tls_cluster: PgCluster) -> None:
+    assert await _ssl_in_use(tls_cluster.url("todo", sslmode="require", channel_binding="prefer")) is True
+
+
+async def test_verify_full_with_the_right_ca_connects(tls_cluster: PgCluster) -> None:
+    assert tls_cluster.tls is not None
+    url = tls_cluster.url("todo", sslmode="verify-full", sslrootcert=str(tls_cluster.tls.ca.cert))
+    assert await _ssl_in_use(url) is True
+
+
+async def test_verify_full_against_the_wrong_ca_is_a_clear_readiness_error(
+    tls_cluster: PgCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        other = generate_ca(Path(directory), common_name="someone else")
+        url = tls_cluster.url("todo", sslmode="verify-full", sslrootcert=str(other.cert))
+        settings = make_settings(
+            url, environment="production", better_auth_secret="s" * 32, db_startup_timeout_seconds=0.5
+        )
+        app = create_app(settings)
+        with caplog.at_level(logging.WARNING):
+            async with (
+                app.router.lifespan_context(app),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+            ):
+                ready = await http.get("/ready")
+    assert ready.status_code == 503
+    assert "SSLCertVerificationError" in caplog.text
+    assert "Starting without the database" in caplog.text
+
+
+async def test_plain_connection_to_a_tls_only_server_fails_cleanly(tls_cluster: PgCluster) -> None:
+    app = create_app(make_settings(tls_cluster.url("todo", sslmode="disable"), db_startup_timeout_seconds=0))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        assert (await http.get("/ready")).status_code == 503

@@ -1,0 +1,1 @@
+"""Test-only helpers that start private PostgreSQL servers and PgBouncer."""
