@@ -59,7 +59,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await app.state.verifier.jwks.aclose()
         await engine.dispose()
         log.info("Shut down: database pool disposed")
 

@@ -50,7 +50,7 @@ class JWKSCache:
         self.url = url
         self._cache_seconds = cache_seconds
         self._cooldown_seconds = cooldown_seconds
-        self._client = httpx.AsyncClient(timeout=timeout_seconds, follow_redirects=False)
+        self._timeout_seconds = timeout_seconds
         self._keys: dict[str, dict[str, Any]] = {}
         self._built: dict[tuple[str, str], jwt.PyJWK] = {}
         self._fetched_at: float | None = None
@@ -65,9 +65,6 @@ class JWKSCache:
             raise InvalidToken(f"unknown kid (JWKS at {self.url})")
         return self._build(kid, jwk, algorithm)
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
     def _is_stale(self) -> bool:
         return self._fetched_at is None or time.monotonic() - self._fetched_at > self._cache_seconds
 
@@ -80,7 +77,9 @@ class JWKSCache:
                 return
             self._attempted_at = now
             try:
-                response = await self._client.get(self.url, headers={"Accept": "application/json"})
+                # A client per fetch: fetches are rare (cooldown), and nothing outlives the request.
+                async with httpx.AsyncClient(timeout=self._timeout_seconds, follow_redirects=False) as client:
+                    response = await client.get(self.url, headers={"Accept": "application/json"})
                 response.raise_for_status()
                 keys = _parse_jwks(response.json())
             except (httpx.HTTPError, ValueError) as exc:

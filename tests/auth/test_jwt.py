@@ -38,10 +38,8 @@ def make_verifier(server: JWKSServer, *, cooldown: float = 30.0, **policy: Any) 
 
 
 @pytest.fixture
-async def verifier(server: JWKSServer) -> AsyncIterator[TokenVerifier]:
-    instance = make_verifier(server)
-    yield instance
-    await instance.jwks.aclose()
+def verifier(server: JWKSServer) -> TokenVerifier:
+    return make_verifier(server)
 
 
 async def refused(verifier: TokenVerifier, token: str) -> InvalidToken:
@@ -136,8 +134,6 @@ async def test_hs256_iss_and_aud_checked_only_when_configured(server: JWKSServer
     assert await open_verifier.user_id(token) == "a"
     await refused(strict, token)
     assert await strict.user_id(hs256("a", iss="https://app", aud="todo")) == "a"
-    await open_verifier.jwks.aclose()
-    await strict.jwks.aclose()
 
 
 @pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
@@ -200,7 +196,6 @@ async def test_unknown_kid_refetches_after_rotation(server: JWKSServer) -> None:
     assert await verifier.user_id(new.token("u", issuer=server.url)) == "u"
     assert await verifier.user_id(old.token("u", issuer=server.url)) == "u"
     assert server.fetches == 2
-    await verifier.jwks.aclose()
 
 
 async def test_unknown_kid_flood_fetches_once_per_cooldown(server: JWKSServer, verifier: TokenVerifier) -> None:
@@ -221,7 +216,6 @@ async def test_failed_fetch_keeps_last_good_keys(server: JWKSServer) -> None:
     server.failing = True
     await refused(verifier, SigningKey("EdDSA").token("u", issuer=server.url))  # forces a failing fetch
     assert await verifier.user_id(key.token("u", issuer=server.url)) == "u"
-    await verifier.jwks.aclose()
 
 
 async def test_auth_server_down_does_not_block_hs256(server: JWKSServer) -> None:
@@ -234,14 +228,12 @@ async def test_auth_server_down_does_not_block_hs256(server: JWKSServer) -> None
     await refused(verifier, SigningKey("EdDSA").token("u", issuer=server.url))
     assert await verifier.user_id(hs256("u")) == "u"
     assert time.monotonic() - started < 3
-    await cache.aclose()
 
 
 async def test_invalid_jwks_document_is_ignored(server: JWKSServer) -> None:
     verifier = make_verifier(server)
     server.keys.append({"kty": "OKP", "crv": "Ed25519", "x": "broken"})  # no kid: skipped
     await refused(verifier, SigningKey("EdDSA").token("u", issuer=server.url))
-    await verifier.jwks.aclose()
 
 
 @pytest.mark.parametrize(

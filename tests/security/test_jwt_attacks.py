@@ -183,7 +183,6 @@ async def test_jku_target_is_never_contacted(user: str, eddsa_key: SigningKey, j
             response = await http.get(f"/api/{user}/tasks", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 401
         assert attacker_keys.fetches == 0
-        await app.state.verifier.jwks.aclose()
 
 
 async def test_unknown_kid_flood_costs_one_jwks_fetch_per_cooldown(
