@@ -21,17 +21,6 @@ def mint_token(settings: Settings, user_id: str, ttl_seconds: int) -> str:
     return jwt.encode(claims, settings.secret, algorithm="HS256")
 
 
-async def _migrate(settings: Settings) -> None:
-    from backend.db import create_engine
-    from backend.migrate import upgrade
-
-    engine = create_engine(settings)
-    try:
-        await upgrade(engine)
-    finally:
-        await engine.dispose()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -51,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"todo-api: {exc}", file=sys.stderr)
         return 2
     if args.command == "migrate":
-        asyncio.run(_migrate(settings))
+        from backend.migrate import upgrade_database
+
+        asyncio.run(upgrade_database(settings))
         print("Migrations applied.")
     elif args.command == "token":
         print(mint_token(settings, args.user_id, args.ttl))

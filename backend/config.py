@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: float = Field(default=15.0, gt=0)
     db_command_timeout_seconds: float = Field(default=15.0, gt=0)
     db_startup_timeout_seconds: float = Field(default=30.0, ge=0)
+    # asyncpg's prepared statement cache. 0 (default) is safe behind any PgBouncer in transaction
+    # mode; raise it (e.g. 100) on a direct connection, or a pooler with max_prepared_statements.
+    db_statement_cache_size: int = Field(default=0, ge=0)
 
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     docs_enabled: bool = True

@@ -1,22 +1,26 @@
 """Task queries: each one statement, scoped by owner, built once from the SQLModel table and reused.
 
 Every statement answers in one round trip (writes use RETURNING), which is also what makes each
-write atomic without an explicit transaction: the connection autocommits.
+write atomic without an explicit transaction: the connection autocommits. Bind parameters carry
+every value, so each statement is compiled once per process and only its parameters change.
 """
 
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from functools import cache
 from typing import Any
 
 from sqlalchemy import Select, bindparam, delete, func, insert, not_, select, update
-from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backend.models import Task, TaskCreate, TaskRead, TaskUpdate, utcnow
+from backend.db import Database, Record
+from backend.models import Task, TaskCreate, TaskUpdate, utcnow
 
 table = Task.__table__  # type: ignore[attr-defined]
 columns = tuple(table.c)
 _owned = (table.c.id == bindparam("task_id"), table.c.user_id == bindparam("owner"))
+
+# A task as the database returns it; `models.task_json` turns it into the response body.
+TaskRow = Record
 
 
 class StatusFilter(StrEnum):
@@ -41,8 +45,9 @@ _SORT_COLUMNS = {
     SortField.updated: table.c.updated_at,
     SortField.title: table.c.title,
 }
+_INSERTED = ("title", "description", "completed", "user_id", "created_at", "updated_at")
 
-_INSERT = insert(table).returning(*columns)
+_INSERT = insert(table).values({name: bindparam(name) for name in _INSERTED}).returning(*columns)
 _GET = select(*columns).where(*_owned)
 _DELETE = delete(table).where(*_owned).returning(table.c.id)
 _TOGGLE = (
@@ -81,7 +86,7 @@ def _list_statement(status: StatusFilter, sort: SortField, order: SortOrder) -> 
 
 @cache
 def _count_statement(status: StatusFilter) -> Select[Any]:
-    return _filtered(select(func.count()).select_from(table), status)
+    return _filtered(select(func.count().label("total")).select_from(table), status)
 
 
 @cache
@@ -90,12 +95,8 @@ def _update_statement(fields: frozenset[str]) -> Any:
     return update(table).where(*_owned).values(**values, updated_at=bindparam("now")).returning(*columns)
 
 
-def _read(row: Row[Any]) -> TaskRead:
-    return TaskRead.model_validate(row._mapping)
-
-
 async def list_tasks(
-    connection: AsyncConnection,
+    database: Database,
     owner: str,
     *,
     status: StatusFilter,
@@ -103,58 +104,49 @@ async def list_tasks(
     order: SortOrder,
     limit: int,
     offset: int,
-) -> tuple[list[TaskRead], int]:
+) -> tuple[Sequence[TaskRow], int]:
     """One page of the owner's tasks and how many match in all."""
-    result = await connection.execute(
-        _list_statement(status, sort, order),
-        {"owner": owner, "limit": limit, "offset": offset},
-    )
-    rows = result.all()
+    params = {"owner": owner, "limit": limit, "offset": offset}
+    rows = await database.fetch(_list_statement(status, sort, order), params, idempotent=True)
     if rows:
-        return [_read(row) for row in rows], rows[0].total
+        return rows, int(rows[0]["total"])
     if offset == 0:
         return [], 0
     # Past the last page: the window count came back empty, so ask for it on its own.
-    total = await connection.scalar(_count_statement(status), {"owner": owner})
-    return [], int(total or 0)
+    counted = await database.fetchrow(_count_statement(status), {"owner": owner}, idempotent=True)
+    return [], int(counted["total"]) if counted else 0
 
 
-async def create_task(connection: AsyncConnection, owner: str, data: TaskCreate) -> TaskRead:
+async def create_task(database: Database, owner: str, data: TaskCreate) -> TaskRow:
     now = utcnow()
-    result = await connection.execute(
-        _INSERT,
-        {**data.model_dump(), "user_id": owner, "created_at": now, "updated_at": now},
-    )
-    return _read(result.one())
+    params: Mapping[str, Any] = {**data.model_dump(), "user_id": owner, "created_at": now, "updated_at": now}
+    row = await database.fetchrow(_INSERT, params, idempotent=False)
+    assert row is not None  # INSERT ... RETURNING always returns the row
+    return row
 
 
-async def get_task(connection: AsyncConnection, owner: str, task_id: int) -> TaskRead | None:
-    row = (await connection.execute(_GET, {"task_id": task_id, "owner": owner})).first()
-    return _read(row) if row else None
+async def get_task(database: Database, owner: str, task_id: int) -> TaskRow | None:
+    return await database.fetchrow(_GET, {"task_id": task_id, "owner": owner}, idempotent=True)
 
 
-async def update_task(connection: AsyncConnection, owner: str, task_id: int, changes: TaskUpdate) -> TaskRead | None:
+async def update_task(database: Database, owner: str, task_id: int, changes: TaskUpdate) -> TaskRow | None:
     fields = changes.changes()
     params = {f"new_{name}": value for name, value in fields.items()}
-    result = await connection.execute(
+    return await database.fetchrow(
         _update_statement(frozenset(fields)),
         {**params, "task_id": task_id, "owner": owner, "now": utcnow()},
+        idempotent=False,
     )
-    row = result.first()
-    return _read(row) if row else None
 
 
-async def toggle_task(connection: AsyncConnection, owner: str, task_id: int, completed: bool | None) -> TaskRead | None:
+async def toggle_task(database: Database, owner: str, task_id: int, completed: bool | None) -> TaskRow | None:
     """Flip completion atomically in the database, or set it when the client says which way."""
     params: dict[str, Any] = {"task_id": task_id, "owner": owner, "now": utcnow()}
     if completed is None:
-        result = await connection.execute(_TOGGLE, params)
-    else:
-        result = await connection.execute(_SET_COMPLETED, {**params, "completed_value": completed})
-    row = result.first()
-    return _read(row) if row else None
+        return await database.fetchrow(_TOGGLE, params, idempotent=False)
+    return await database.fetchrow(_SET_COMPLETED, {**params, "completed_value": completed}, idempotent=False)
 
 
-async def delete_task(connection: AsyncConnection, owner: str, task_id: int) -> bool:
-    result = await connection.execute(_DELETE, {"task_id": task_id, "owner": owner})
-    return result.first() is not None
+async def delete_task(database: Database, owner: str, task_id: int) -> bool:
+    row = await database.fetchrow(_DELETE, {"task_id": task_id, "owner": owner}, idempotent=False)
+    return row is not None

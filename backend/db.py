@@ -1,14 +1,18 @@
 """Async engine and per-request connection: PostgreSQL (Neon) through asyncpg, or embedded SQLite."""
 
+import abc
 import asyncio
 import logging
 import ssl
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event, text
+import asyncpg
+from sqlalchemy import Executable, event, text
+from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -109,25 +113,15 @@ def _unique_statement_name() -> str:
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    """One engine per process; every endpoint is a single statement, so connections autocommit."""
-    raw = settings.database_url.get_secret_value() if settings.database_url else None
-    target = parse_database_url(raw)
-    if raw is None:
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
-        log.warning("No NEON_DATABASE_URL/DATABASE_URL set: using embedded SQLite at %s", target.masked)
-    else:
-        log.info("Database: %s", target.masked)
+    """A SQLAlchemy engine: the SQLite database, and Alembic's connection on either backend."""
+    target = _target(settings)
     if target.is_sqlite:
         engine = create_async_engine(target.url, isolation_level="AUTOCOMMIT", connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     connect_args = {
-        **target.connect_args,
-        "timeout": settings.db_connect_timeout_seconds,
-        "command_timeout": settings.db_command_timeout_seconds,
-        "server_settings": {"application_name": APPLICATION_NAME},
-        # PgBouncer in transaction mode (Neon's pooler): no named statements that outlive a transaction.
-        "statement_cache_size": 0,
+        **_asyncpg_connect_args(settings, target),
+        # SQLAlchemy's documented settings for PgBouncer in transaction mode.
         "prepared_statement_cache_size": 0,
         "prepared_statement_name_func": _unique_statement_name,
     }
@@ -143,6 +137,161 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
 
 
+def _target(settings: Settings) -> DatabaseTarget:
+    raw = settings.database_url.get_secret_value() if settings.database_url else None
+    target = parse_database_url(raw)
+    if raw is None:
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _asyncpg_connect_args(settings: Settings, target: DatabaseTarget) -> dict[str, Any]:
+    return {
+        **target.connect_args,
+        "timeout": settings.db_connect_timeout_seconds,
+        "command_timeout": settings.db_command_timeout_seconds,
+        "server_settings": {"application_name": APPLICATION_NAME},
+        # No named prepared statements that outlive a transaction: PgBouncer in transaction mode
+        # (Neon's pooler) would hand them to another server connection.
+        "statement_cache_size": settings.db_statement_cache_size,
+    }
+
+
+Record = Mapping[str, Any]
+
+
+class Database(abc.ABC):
+    """Runs one prebuilt statement per call on a pooled connection, autocommitted.
+
+    Every endpoint is a single statement, so there is no session or transaction to carry around:
+    `fetch` borrows a connection for exactly that statement.
+    """
+
+    @abc.abstractmethod
+    async def fetch(self, statement: Executable, params: Mapping[str, Any], *, idempotent: bool) -> list[Record]:
+        """Rows of `statement`; `idempotent` statements are retried once on a dropped connection."""
+
+    async def fetchrow(self, statement: Executable, params: Mapping[str, Any], *, idempotent: bool) -> Record | None:
+        rows = await self.fetch(statement, params, idempotent=idempotent)
+        return rows[0] if rows else None
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise unless the database answers."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+class EngineDatabase(Database):
+    """Through SQLAlchemy: the embedded SQLite default (and any SQLAlchemy engine)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def fetch(self, statement: Executable, params: Mapping[str, Any], *, idempotent: bool) -> list[Record]:
+        async with self.engine.connect() as connection:
+            result = await connection.execute(statement, dict(params))
+            return [dict(row) for row in result.mappings()] if result.returns_rows else []
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+# Errors that mean the statement never ran or its connection died: safe to retry a read.
+_DROPPED = (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.AdminShutdownError)
+
+
+class AsyncpgDatabase(Database):
+    """PostgreSQL straight through an asyncpg pool: the hot path.
+
+    Statements are still the SQLModel table's SQLAlchemy Core statements, compiled once to SQL text
+    for asyncpg; what this skips is SQLAlchemy's per-call machinery, the pre-ping round trip (the
+    pool replaces connections the server closed when they are acquired) and asyncpg's reset query
+    on release (we never leave session state behind).
+    """
+
+    def __init__(self, settings: Settings, target: DatabaseTarget) -> None:
+        url = target.url
+        self._pool_options: dict[str, Any] = {
+            "host": url.host,
+            "port": url.port,
+            "user": url.username,
+            "password": url.password,
+            "database": url.database,
+            "min_size": 0,
+            "max_size": settings.db_pool_size + settings.db_max_overflow,
+            "max_inactive_connection_lifetime": settings.db_pool_recycle_seconds,
+            "reset": _keep_session,
+            **_asyncpg_connect_args(settings, target),
+        }
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._acquire_timeout = settings.db_pool_timeout_seconds
+        self._dialect = postgresql_asyncpg.dialect()  # type: ignore[no-untyped-call]
+        self._compiled: dict[Executable, tuple[str, tuple[str, ...]]] = {}
+
+    async def _ready_pool(self) -> asyncpg.Pool:
+        """Created on first use, inside the serving event loop; opens no connection (min_size=0)."""
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(**self._pool_options)
+        return self._pool
+
+    def _compile(self, statement: Executable) -> tuple[str, tuple[str, ...]]:
+        compiled = self._compiled.get(statement)
+        if compiled is None:
+            result = statement.compile(dialect=self._dialect)  # type: ignore[attr-defined]
+            compiled = (result.string, tuple(result.positiontup or ()))
+            self._compiled[statement] = compiled
+        return compiled
+
+    async def fetch(self, statement: Executable, params: Mapping[str, Any], *, idempotent: bool) -> list[Record]:
+        sql, names = self._compile(statement)
+        args = [params[name] for name in names]
+        pool = await self._ready_pool()
+        for attempt in (1, 2):
+            try:
+                async with pool.acquire(timeout=self._acquire_timeout) as connection:
+                    return [dict(record) for record in await connection.fetch(sql, *args)]
+            except _DROPPED:
+                if attempt == 2 or not idempotent:
+                    raise
+                log.info("Connection dropped during a read; retrying once on a fresh connection")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def ping(self) -> None:
+        pool = await self._ready_pool()
+        async with pool.acquire(timeout=self._acquire_timeout) as connection:
+            await connection.fetchval("SELECT 1")
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Replaces asyncpg's reset query on release: nothing here sets session state to undo."""
+
+
+def open_database(settings: Settings) -> Database:
+    """The database the app talks to, announced once in the log (password masked)."""
+    target = _target(settings)
+    if settings.database_url is None:
+        log.warning("No NEON_DATABASE_URL/DATABASE_URL set: using embedded SQLite at %s", target.masked)
+    else:
+        log.info("Database: %s", target.masked)
+    if target.is_sqlite:
+        return EngineDatabase(create_engine(settings))
+    return AsyncpgDatabase(settings, target)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -150,7 +299,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-async def wait_for_database(engine: AsyncEngine, *, timeout_seconds: float, first_delay: float = 0.5) -> bool:
+async def wait_for_database(database: Database, *, timeout_seconds: float, first_delay: float = 0.5) -> bool:
     """Retry `SELECT 1` with doubling delays (max 5 s) until it answers or the time is up.
 
     A cold Neon compute or a database restarting under a deploy is normal; crashing on the first
@@ -161,8 +310,7 @@ async def wait_for_database(engine: AsyncEngine, *, timeout_seconds: float, firs
     attempt = 1
     while True:
         try:
-            async with engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+            await database.ping()
             return True
         except Exception as exc:
             remaining = deadline - time.monotonic()

@@ -1,13 +1,12 @@
 """Annotated dependency aliases: who is calling, may they use this path, and a database connection."""
 
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from backend.auth.jwt import InvalidToken, TokenVerifier
+from backend.db import Database
 from backend.security_log import security_event
 
 bearer_scheme = HTTPBearer(
@@ -60,11 +59,11 @@ async def path_owner(
 OwnerId = Annotated[str, Depends(path_owner)]
 
 
-async def get_connection(request: Request, _owner: OwnerId) -> AsyncIterator[AsyncConnection]:
-    """A pooled connection, checked out only after the caller is authorised for the path."""
-    async with request.app.state.engine.connect() as connection:
-        yield connection
+def get_database(request: Request, _owner: OwnerId) -> Database:
+    """The database, handed out only after the caller is authorised for the path (403 first)."""
+    database: Database = request.app.state.database
+    return database
 
 
-ConnectionDep = Annotated[AsyncConnection, Depends(get_connection)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The task's id.")]

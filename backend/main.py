@@ -8,12 +8,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
-from sqlalchemy import text
 
 from backend import migrate
 from backend.auth.jwt import JWKSCache, TokenPolicy, TokenVerifier
 from backend.config import ConfigError, Settings, load_settings
-from backend.db import create_engine, wait_for_database
+from backend.db import Database, open_database, wait_for_database
 from backend.errors import DatabaseUnavailable, install_error_handlers
 from backend.middleware import EdgeMiddleware
 from backend.models import ErrorDetail
@@ -48,18 +47,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     503 until it is back. uvicorn lets in-flight requests finish before this exits.
     """
     settings: Settings = app.state.settings
-    engine = app.state.engine
-    reachable = await wait_for_database(engine, timeout_seconds=settings.db_startup_timeout_seconds)
+    database: Database = app.state.database
+    reachable = await wait_for_database(database, timeout_seconds=settings.db_startup_timeout_seconds)
     if settings.environment == "development":
         if not reachable:
             raise RuntimeError("database unreachable: cannot apply migrations (see the log above)")
-        await migrate.upgrade(engine)
+        await migrate.upgrade_database(settings)
     elif not reachable:
         log.error("Starting without the database: requests and /ready answer 503 until it is back")
     try:
         yield
     finally:
-        await engine.dispose()
+        await database.close()
         log.info("Shut down: database pool disposed")
 
 
@@ -82,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.settings = settings
-    app.state.engine = create_engine(settings)
+    app.state.database = open_database(settings)
     app.state.verifier = build_verifier(settings)
 
     install_error_handlers(app)
@@ -117,8 +116,7 @@ async def health() -> dict[str, str]:
 async def ready(request: Request) -> dict[str, str]:
     """The database answers a trivial query; any failure means "not ready" (503)."""
     try:
-        async with request.app.state.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        await request.app.state.database.ping()
     except Exception as exc:
         raise DatabaseUnavailable from exc
     return {"status": "ready"}

@@ -7,7 +7,8 @@ from alembic.config import Config
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from backend.config import BACKEND_DIR
+from backend.config import BACKEND_DIR, Settings
+from backend.db import create_engine
 
 log = logging.getLogger("backend.migrate")
 
@@ -32,6 +33,15 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         await connection.run_sync(_upgrade, revision)
         await connection.commit()
     log.info("Database schema is at %s", revision)
+
+
+async def upgrade_database(settings: Settings, revision: str = "head") -> None:
+    """Upgrade the configured database through a short-lived engine of its own."""
+    engine = create_engine(settings)
+    try:
+        await upgrade(engine, revision)
+    finally:
+        await engine.dispose()
 
 
 def _upgrade(connection: Connection, revision: str) -> None:

@@ -1,9 +1,10 @@
 """The Task model family: one table, and the input/output shapes clients may use."""
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, StrictBool, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool, StringConstraints, TypeAdapter, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import (
     BigInteger,
@@ -124,8 +125,14 @@ class TaskCompletion(SQLModel):
     completed: StrictBool
 
 
-class TaskRead(SQLModel):
-    """A task as clients see it; timestamps are ISO 8601 in UTC."""
+class TaskRead(BaseModel):
+    """A task as clients see it; timestamps are ISO 8601 in UTC.
+
+    A plain pydantic model (not SQLModel): it is built from database rows on every response, and
+    pydantic-core does that natively where SQLModel's validation runs in Python.
+    """
+
+    model_config = ConfigDict(from_attributes=True)
 
     id: int
     user_id: str
@@ -134,6 +141,19 @@ class TaskRead(SQLModel):
     completed: bool
     created_at: datetime
     updated_at: datetime
+
+
+_task_adapter = TypeAdapter(TaskRead)
+_tasks_adapter = TypeAdapter(list[TaskRead])
+
+
+def task_json(row: object) -> bytes:
+    """One row (anything with the task's attributes) as the response body, validated and encoded once."""
+    return _task_adapter.dump_json(_task_adapter.validate_python(row, from_attributes=True))
+
+
+def tasks_json(rows: Sequence[object]) -> bytes:
+    return _tasks_adapter.dump_json(_tasks_adapter.validate_python(rows, from_attributes=True))
 
 
 class ErrorDetail(SQLModel):

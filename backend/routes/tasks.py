@@ -5,9 +5,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
 
 from backend import crud
-from backend.crud import SortField, SortOrder, StatusFilter
-from backend.dependencies import ConnectionDep, OwnerId, TaskId
-from backend.models import ErrorDetail, TaskCompletion, TaskCreate, TaskRead, TaskUpdate
+from backend.crud import SortField, SortOrder, StatusFilter, TaskRow
+from backend.dependencies import DatabaseDep, OwnerId, TaskId
+from backend.models import ErrorDetail, TaskCompletion, TaskCreate, TaskRead, TaskUpdate, task_json, tasks_json
 from backend.routing import JSONBodyRoute
 
 DEFAULT_PAGE_SIZE = 1000
@@ -35,54 +35,57 @@ router = APIRouter(
 )
 
 
-def _found(task: TaskRead | None) -> TaskRead:
+class JSONBytes(Response):
+    """A body already encoded by pydantic-core: FastAPI neither validates nor encodes it again."""
+
+    media_type = "application/json"
+
+
+def _found(task: TaskRow | None) -> JSONBytes:
     """A missing task and another user's task look the same: 404."""
     if task is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=TASK_NOT_FOUND)
-    return task
+    return JSONBytes(task_json(task))
 
 
 @router.get("", response_model=list[TaskRead])
 async def list_tasks(
     owner: OwnerId,
-    connection: ConnectionDep,
-    response: Response,
+    database: DatabaseDep,
     status_filter: Annotated[StatusFilter, Query(alias="status")] = StatusFilter.all,
     sort: SortField = SortField.created,
     order: SortOrder = SortOrder.desc,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
-) -> list[TaskRead]:
+) -> JSONBytes:
     """The caller's tasks, newest first by default; `X-Total-Count` counts all matches."""
     tasks, total = await crud.list_tasks(
-        connection, owner, status=status_filter, sort=sort, order=order, limit=limit, offset=offset
+        database, owner, status=status_filter, sort=sort, order=order, limit=limit, offset=offset
     )
-    response.headers["X-Total-Count"] = str(total)
-    return tasks
+    return JSONBytes(tasks_json(tasks), headers={"X-Total-Count": str(total)})
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskRead)
 async def create_task(
     owner: OwnerId,
-    connection: ConnectionDep,
+    database: DatabaseDep,
     request: Request,
-    response: Response,
     data: TaskCreate,
-) -> TaskRead:
-    task = await crud.create_task(connection, owner, data)
-    response.headers["Location"] = str(request.app.url_path_for("get_task", user_id=owner, task_id=str(task.id)))
-    return task
+) -> JSONBytes:
+    task = await crud.create_task(database, owner, data)
+    location = request.app.url_path_for("get_task", user_id=owner, task_id=str(task["id"]))
+    return JSONBytes(task_json(task), status_code=status.HTTP_201_CREATED, headers={"Location": str(location)})
 
 
 @router.get("/{task_id}", response_model=TaskRead, responses=_not_found)
-async def get_task(owner: OwnerId, connection: ConnectionDep, task_id: TaskId) -> TaskRead:
-    return _found(await crud.get_task(connection, owner, task_id))
+async def get_task(owner: OwnerId, database: DatabaseDep, task_id: TaskId) -> JSONBytes:
+    return _found(await crud.get_task(database, owner, task_id))
 
 
 @router.put("/{task_id}", response_model=TaskRead, responses=_not_found)
-async def update_task(owner: OwnerId, connection: ConnectionDep, task_id: TaskId, changes: TaskUpdate) -> TaskRead:
+async def update_task(owner: OwnerId, database: DatabaseDep, task_id: TaskId, changes: TaskUpdate) -> JSONBytes:
     """Partial update: only the fields sent change; `updated_at` always moves."""
-    return _found(await crud.update_task(connection, owner, task_id, changes))
+    return _found(await crud.update_task(database, owner, task_id, changes))
 
 
 @router.delete(
@@ -91,8 +94,8 @@ async def update_task(owner: OwnerId, connection: ConnectionDep, task_id: TaskId
     response_class=Response,
     responses=_not_found,
 )
-async def delete_task(owner: OwnerId, connection: ConnectionDep, task_id: TaskId) -> Response:
-    if not await crud.delete_task(connection, owner, task_id):
+async def delete_task(owner: OwnerId, database: DatabaseDep, task_id: TaskId) -> Response:
+    if not await crud.delete_task(database, owner, task_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=TASK_NOT_FOUND)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -100,10 +103,10 @@ async def delete_task(owner: OwnerId, connection: ConnectionDep, task_id: TaskId
 @router.patch("/{task_id}/complete", response_model=TaskRead, responses=_not_found)
 async def toggle_task(
     owner: OwnerId,
-    connection: ConnectionDep,
+    database: DatabaseDep,
     task_id: TaskId,
     body: Annotated[TaskCompletion | None, Body()] = None,
-) -> TaskRead:
+) -> JSONBytes:
     """Flip completion in one atomic statement, or set it when the body says `completed`."""
     completed = body.completed if body is not None else None
-    return _found(await crud.toggle_task(connection, owner, task_id, completed))
+    return _found(await crud.toggle_task(database, owner, task_id, completed))

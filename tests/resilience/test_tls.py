@@ -26,9 +26,11 @@ def tls_cluster() -> Iterator[PgCluster]:
 
 async def _ssl_in_use(url: str) -> bool:
     app = create_app(make_settings(url))
-    async with app.router.lifespan_context(app), app.state.engine.connect() as connection:
-        in_use: bool = await connection.scalar(text("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"))
-    return in_use
+    async with app.router.lifespan_context(app):
+        row = await app.state.database.fetchrow(
+            text("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"), {}, idempotent=True
+        )
+    return bool(row and row["ssl"])
 
 
 async def test_sslmode_require_connects_encrypted(tls_cluster: PgCluster) -> None:

@@ -45,9 +45,10 @@ def _matrix() -> list[Any]:
 
 
 async def _rows_of(app: FastAPI, user_id: str) -> list[tuple[Any, ...]]:
-    async with app.state.engine.connect() as connection:
-        result = await connection.execute(text("SELECT * FROM task WHERE user_id = :u ORDER BY id"), {"u": user_id})
-        return [tuple(row) for row in result]
+    rows = await app.state.database.fetch(
+        text("SELECT * FROM task WHERE user_id = :u ORDER BY id"), {"u": user_id}, idempotent=True
+    )
+    return [tuple(row.items()) for row in rows]
 
 
 @pytest.mark.parametrize(("method", "suffix", "body", "task", "path", "expected"), _matrix())
