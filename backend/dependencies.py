@@ -59,8 +59,11 @@ async def path_owner(
 OwnerId = Annotated[str, Depends(path_owner)]
 
 
-def get_database(request: Request, _owner: OwnerId) -> Database:
-    """The database, handed out only after the caller is authorised for the path (403 first)."""
+async def get_database(request: Request, _owner: OwnerId) -> Database:
+    """The database, handed out only after the caller is authorised for the path (403 first).
+
+    `async` on purpose: FastAPI runs plain `def` dependencies in a worker thread.
+    """
     database: Database = request.app.state.database
     return database
 
