@@ -1,12 +1,15 @@
 """Turn failures into JSON `{"detail": ...}` answers that leak nothing (no SQL, no driver text)."""
 
 import logging
+from typing import Any
 
 import asyncpg
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
+
+from backend.models import ErrorDetail
 
 log = logging.getLogger("backend.errors")
 
@@ -33,6 +36,29 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     TimeoutError,
     OSError,
 )
+
+
+def _documented(description: str, **headers: str) -> dict[str, Any]:
+    response: dict[str, Any] = {"model": ErrorDetail, "description": description}
+    if headers:
+        response["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()
+        }
+    return response
+
+
+# Answers any route can give before or around its own work (the edge middleware and the database).
+EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    413: _documented("Request body over the limit (64 KiB)"),
+    431: _documented("Request headers over the limit (256 KiB)"),
+    503: _documented("Database unavailable", **{"Retry-After": "Seconds to wait before retrying"}),
+}
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _documented(
+        "Missing or invalid bearer token", **{"WWW-Authenticate": 'Bearer, or Bearer error="invalid_token"'}
+    ),
+    403: _documented("The path's user is not the token's user"),
+}
 
 
 def database_unavailable_response() -> JSONResponse:

@@ -13,9 +13,8 @@ from backend import migrate
 from backend.auth.jwt import JWKSCache, TokenPolicy, TokenVerifier
 from backend.config import ConfigError, Settings, load_settings
 from backend.db import Database, open_database, wait_for_database
-from backend.errors import DatabaseUnavailable, install_error_handlers
+from backend.errors import EDGE_RESPONSES, DatabaseUnavailable, install_error_handlers
 from backend.middleware import EdgeMiddleware
-from backend.models import ErrorDetail
 from backend.routes import tasks
 
 log = logging.getLogger("backend")
@@ -97,14 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_age=600,
     )
     app.include_router(tasks.router)
-    app.add_api_route("/health", health, methods=["GET"], tags=["health"])
-    app.add_api_route(
-        "/ready",
-        ready,
-        methods=["GET"],
-        tags=["health"],
-        responses={503: {"model": ErrorDetail, "description": "Database unavailable"}},
-    )
+    app.add_api_route("/health", health, methods=["GET"], tags=["health"], responses=EDGE_RESPONSES)
+    app.add_api_route("/ready", ready, methods=["GET"], tags=["health"], responses=EDGE_RESPONSES)
     return app
 
 

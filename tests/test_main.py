@@ -209,3 +209,17 @@ async def test_development_refuses_to_start_without_the_database() -> None:
     with pytest.raises(RuntimeError, match="cannot apply migrations"):
         async with app.router.lifespan_context(app):
             pass
+
+
+async def test_openapi_declares_response_headers(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    collection = paths["/api/{user_id}/tasks"]
+    assert "X-Total-Count" in collection["get"]["responses"]["200"]["headers"]
+    assert "Location" in collection["post"]["responses"]["201"]["headers"]
+    assert "WWW-Authenticate" in collection["get"]["responses"]["401"]["headers"]
+    assert "Retry-After" in collection["get"]["responses"]["503"]["headers"]
+    for path in ("/health", "/ready"):
+        assert {"413", "431", "503"} <= set(paths[path]["get"]["responses"])
+    for operations in paths.values():
+        for operation in operations.values():
+            assert "431" in operation["responses"]

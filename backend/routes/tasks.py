@@ -7,6 +7,7 @@ from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, st
 from backend import crud
 from backend.crud import SortField, SortOrder, StatusFilter, TaskRow
 from backend.dependencies import DatabaseDep, OwnerId, TaskId
+from backend.errors import AUTH_RESPONSES, EDGE_RESPONSES
 from backend.models import ErrorDetail, TaskCompletion, TaskCreate, TaskRead, TaskUpdate, task_json, tasks_json
 from backend.routing import JSONBodyRoute
 
@@ -14,23 +15,24 @@ DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 1000
 TASK_NOT_FOUND = "Task not found"
 
-_errors: dict[int | str, dict[str, Any]] = {
-    status.HTTP_401_UNAUTHORIZED: {"model": ErrorDetail, "description": "Missing or invalid token"},
-    status.HTTP_403_FORBIDDEN: {"model": ErrorDetail, "description": "Path user is not the caller"},
-    status.HTTP_413_CONTENT_TOO_LARGE: {"model": ErrorDetail, "description": "Body over 64 KiB"},
-    status.HTTP_503_SERVICE_UNAVAILABLE: {
-        "model": ErrorDetail,
-        "description": "Database unavailable",
-    },
-}
 _not_found: dict[int | str, dict[str, Any]] = {
     status.HTTP_404_NOT_FOUND: {"model": ErrorDetail, "description": TASK_NOT_FOUND}
+}
+_listed: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            "X-Total-Count": {"description": "Matching tasks before limit/offset", "schema": {"type": "integer"}}
+        }
+    }
+}
+_created: dict[int | str, dict[str, Any]] = {
+    201: {"headers": {"Location": {"description": "Path of the new task", "schema": {"type": "string"}}}}
 }
 
 router = APIRouter(
     prefix="/api/{user_id}/tasks",
     tags=["tasks"],
-    responses=_errors,
+    responses={**AUTH_RESPONSES, **EDGE_RESPONSES},
     route_class=JSONBodyRoute,
 )
 
@@ -48,7 +50,7 @@ def _found(task: TaskRow | None) -> JSONBytes:
     return JSONBytes(task_json(task))
 
 
-@router.get("", response_model=list[TaskRead])
+@router.get("", response_model=list[TaskRead], responses=_listed)
 async def list_tasks(
     owner: OwnerId,
     database: DatabaseDep,
@@ -65,7 +67,7 @@ async def list_tasks(
     return JSONBytes(tasks_json(tasks), headers={"X-Total-Count": str(total)})
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskRead)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskRead, responses=_created)
 async def create_task(
     owner: OwnerId,
     database: DatabaseDep,
