@@ -1,5 +1,6 @@
 """The FastAPI application: middleware, routers, error handlers and lifespan, built from Settings."""
 
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -54,6 +55,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await migrate.upgrade_database(settings)
     elif not reachable:
         log.error("Starting without the database: requests and /ready answer 503 until it is back")
+    # Everything built so far (models, schemas, routes) lives for the whole process: move it out of
+    # the collector's reach, so full collections under load walk only per-request garbage. This
+    # cut the read p99 from hundreds of milliseconds to tens (see bench/).
+    gc.collect()
+    gc.freeze()
     try:
         yield
     finally:

@@ -7,6 +7,7 @@ against a public key and an asymmetric token never against the secret.
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,13 +130,42 @@ class TokenPolicy:
     hs256_audience: str | None = None
 
 
+@dataclass(frozen=True)
+class _Verified:
+    user_id: str
+    expires_at: float
+
+
 class TokenVerifier:
-    def __init__(self, policy: TokenPolicy, jwks: JWKSCache) -> None:
+    """Verifies tokens, remembering the ones that passed until they expire.
+
+    A frontend sends the same token on every request for its whole lifetime (15 minutes with
+    Better Auth), so signature and claims are checked once per token, not once per request. Only
+    tokens that passed every check are remembered; the expiry (with leeway) is still enforced on
+    each use. The memory is bounded: the oldest entries go first.
+    """
+
+    def __init__(self, policy: TokenPolicy, jwks: JWKSCache, *, remember: int = 10_000) -> None:
         self.policy = policy
         self.jwks = jwks
+        self._remember = remember
+        self._verified: OrderedDict[str, _Verified] = OrderedDict()
 
     async def user_id(self, token: str) -> str:
         """Return the verified user id, or raise InvalidToken."""
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() <= known.expires_at + self.policy.leeway_seconds:
+                return known.user_id
+            del self._verified[token]
+            raise InvalidToken("token expired", detail="Token has expired")
+        user_id, expires_at = await self._verify(token)
+        self._verified[token] = _Verified(user_id, expires_at)
+        if len(self._verified) > self._remember:
+            self._verified.popitem(last=False)
+        return user_id
+
+    async def _verify(self, token: str) -> tuple[str, float]:
         if len(token) > MAX_TOKEN_LENGTH:
             raise InvalidToken(f"token longer than {MAX_TOKEN_LENGTH} characters")
         try:
@@ -151,14 +181,14 @@ class TokenVerifier:
                 self.policy.hs256_issuer,
                 self.policy.hs256_audience,
             )
-            return _identity(claims, HS256_IDENTITY_CLAIMS)
+            return _identity(claims, HS256_IDENTITY_CLAIMS), float(claims["exp"])
         if algorithm in JWKS_ALGORITHMS:
             kid = header.get("kid")
             if not isinstance(kid, str) or not kid:
                 raise InvalidToken("JWKS token without kid")
             key = await self.jwks.key(kid, algorithm)
             claims = self._decode(token, key, algorithm, self.policy.jwks_issuer, self.policy.jwks_audience)
-            return _identity(claims, ("sub",))
+            return _identity(claims, ("sub",)), float(claims["exp"])
         raise InvalidToken(f"algorithm {algorithm!r} not allowed")
 
     def _decode(self, token: str, key: Any, algorithm: str, issuer: str | None, audience: str | None) -> dict[str, Any]:

@@ -3,10 +3,11 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field
 
 from backend import crud
 from backend.crud import SortField, SortOrder, StatusFilter, TaskRow
-from backend.dependencies import DatabaseDep, OwnerId, TaskId
+from backend.dependencies import Owner, TaskId
 from backend.errors import AUTH_RESPONSES, EDGE_RESPONSES
 from backend.models import ErrorDetail, TaskCompletion, TaskCreate, TaskRead, TaskUpdate, task_json, tasks_json
 from backend.routing import JSONBodyRoute
@@ -37,6 +38,18 @@ router = APIRouter(
 )
 
 
+class ListQuery(BaseModel):
+    """The list's query string, validated as one model (one validation instead of five)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: StatusFilter = StatusFilter.all
+    sort: SortField = SortField.created
+    order: SortOrder = SortOrder.desc
+    limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    offset: int = Field(default=0, ge=0, le=2**63 - 1)
+
+
 class JSONBytes(Response):
     """A body already encoded by pydantic-core: FastAPI neither validates nor encodes it again."""
 
@@ -51,43 +64,40 @@ def _found(task: TaskRow | None) -> JSONBytes:
 
 
 @router.get("", response_model=list[TaskRead], responses=_listed)
-async def list_tasks(
-    owner: OwnerId,
-    database: DatabaseDep,
-    status_filter: Annotated[StatusFilter, Query(alias="status")] = StatusFilter.all,
-    sort: SortField = SortField.created,
-    order: SortOrder = SortOrder.desc,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
-    offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
-) -> JSONBytes:
+async def list_tasks(owner: Owner, query: Annotated[ListQuery, Query()]) -> JSONBytes:
     """The caller's tasks, newest first by default; `X-Total-Count` counts all matches."""
     tasks, total = await crud.list_tasks(
-        database, owner, status=status_filter, sort=sort, order=order, limit=limit, offset=offset
+        owner.database,
+        owner.user_id,
+        status=query.status,
+        sort=query.sort,
+        order=query.order,
+        limit=query.limit,
+        offset=query.offset,
     )
     return JSONBytes(tasks_json(tasks), headers={"X-Total-Count": str(total)})
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskRead, responses=_created)
 async def create_task(
-    owner: OwnerId,
-    database: DatabaseDep,
+    owner: Owner,
     request: Request,
     data: TaskCreate,
 ) -> JSONBytes:
-    task = await crud.create_task(database, owner, data)
-    location = request.app.url_path_for("get_task", user_id=owner, task_id=str(task["id"]))
+    task = await crud.create_task(owner.database, owner.user_id, data)
+    location = request.app.url_path_for("get_task", user_id=owner.user_id, task_id=str(task["id"]))
     return JSONBytes(task_json(task), status_code=status.HTTP_201_CREATED, headers={"Location": str(location)})
 
 
 @router.get("/{task_id}", response_model=TaskRead, responses=_not_found)
-async def get_task(owner: OwnerId, database: DatabaseDep, task_id: TaskId) -> JSONBytes:
-    return _found(await crud.get_task(database, owner, task_id))
+async def get_task(owner: Owner, task_id: TaskId) -> JSONBytes:
+    return _found(await crud.get_task(owner.database, owner.user_id, task_id))
 
 
 @router.put("/{task_id}", response_model=TaskRead, responses=_not_found)
-async def update_task(owner: OwnerId, database: DatabaseDep, task_id: TaskId, changes: TaskUpdate) -> JSONBytes:
+async def update_task(owner: Owner, task_id: TaskId, changes: TaskUpdate) -> JSONBytes:
     """Partial update: only the fields sent change; `updated_at` always moves."""
-    return _found(await crud.update_task(database, owner, task_id, changes))
+    return _found(await crud.update_task(owner.database, owner.user_id, task_id, changes))
 
 
 @router.delete(
@@ -96,19 +106,18 @@ async def update_task(owner: OwnerId, database: DatabaseDep, task_id: TaskId, ch
     response_class=Response,
     responses=_not_found,
 )
-async def delete_task(owner: OwnerId, database: DatabaseDep, task_id: TaskId) -> Response:
-    if not await crud.delete_task(database, owner, task_id):
+async def delete_task(owner: Owner, task_id: TaskId) -> Response:
+    if not await crud.delete_task(owner.database, owner.user_id, task_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=TASK_NOT_FOUND)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.patch("/{task_id}/complete", response_model=TaskRead, responses=_not_found)
 async def toggle_task(
-    owner: OwnerId,
-    database: DatabaseDep,
+    owner: Owner,
     task_id: TaskId,
     body: Annotated[TaskCompletion | None, Body()] = None,
 ) -> JSONBytes:
     """Flip completion in one atomic statement, or set it when the body says `completed`."""
     completed = body.completed if body is not None else None
-    return _found(await crud.toggle_task(database, owner, task_id, completed))
+    return _found(await crud.toggle_task(owner.database, owner.user_id, task_id, completed))

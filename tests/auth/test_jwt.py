@@ -313,3 +313,34 @@ async def test_jku_and_x5u_headers_are_never_fetched(server: JWKSServer, verifie
     token = key.sign(claims, headers={"jku": "http://127.0.0.1:9/keys", "x5u": "http://127.0.0.1:9/cert"})
     assert await verifier.user_id(token) == "u"
     assert server.fetches == 1
+
+
+async def test_verified_tokens_are_remembered_until_they_expire(server: JWKSServer) -> None:
+    verifier = make_verifier(server, leeway_seconds=0)
+    key = SigningKey("EdDSA")
+    server.keys.append(key.public_jwk)
+    token = key.token("u", issuer=server.url, ttl=2)
+    assert await verifier.user_id(token) == "u"
+    server.keys.clear()  # a remembered token no longer needs its key...
+    assert await verifier.user_id(token) == "u"
+    await asyncio.sleep(2.1)
+    error = await refused(verifier, token)  # ...but still expires on time
+    assert error.detail == "Token has expired"
+    assert server.fetches == 1
+
+
+async def test_remembered_tokens_are_bounded(server: JWKSServer) -> None:
+    verifier = TokenVerifier(make_verifier(server).policy, make_verifier(server).jwks, remember=3)
+    tokens = [hs256(f"user-{i}") for i in range(5)]
+    for token in tokens:
+        await verifier.user_id(token)
+    assert len(verifier._verified) == 3
+    assert tokens[0] not in verifier._verified
+    assert tokens[-1] in verifier._verified
+
+
+async def test_refused_tokens_are_not_remembered(verifier: TokenVerifier) -> None:
+    bad = hs256("u", secret="another-secret-of-sufficient-length-000000")
+    for _ in range(2):
+        await refused(verifier, bad)
+    assert bad not in verifier._verified
