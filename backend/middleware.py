@@ -8,7 +8,6 @@ import random
 import re
 import traceback
 
-from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,10 +16,9 @@ from backend.errors import describe
 
 log = logging.getLogger("backend.errors")
 
-REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _random = random.Random()  # not used for anything secret
-_API_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+_API_HEADERS = ((b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store"))
 
 
 CONTENT_TOO_LARGE = "Request body too large"
@@ -39,25 +37,21 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
+        header_bytes, request_id, declared = _inspect(scope["headers"])
         scope.setdefault("state", {})["request_id"] = request_id
-        is_api = scope["path"].startswith("/api/")
+        added = [(b"x-request-id", request_id.encode()), *(_API_HEADERS if scope["path"].startswith("/api/") else ())]
         started = False
 
         async def send_with_headers(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = MutableHeaders(scope=message)
-                headers["X-Request-ID"] = request_id
-                if is_api:
-                    headers.update(_API_HEADERS)
+                message["headers"] = [*message.get("headers", ()), *added]
             await send(message)
 
-        if sum(len(name) + len(value) for name, value in scope["headers"]) > MAX_HEADER_BYTES:
+        if header_bytes > MAX_HEADER_BYTES:
             await _json(scope, receive, send_with_headers, 431, HEADERS_TOO_LARGE)
             return
-        declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
             # Refuse before reading a byte of it.
             await _json(scope, receive, send_with_headers, 413, CONTENT_TOO_LARGE)
@@ -96,14 +90,18 @@ async def _json(scope: Scope, receive: Receive, send: Send, status_code: int, de
     await JSONResponse({"detail": detail}, status_code=status_code)(scope, receive, send)
 
 
-def _content_length(scope: Scope) -> int | None:
-    value = Headers(scope=scope).get("content-length")
-    return int(value) if value is not None and value.isdigit() else None
-
-
-def _request_id(scope: Scope) -> str:
-    candidate = Headers(scope=scope).get(REQUEST_ID_HEADER)
-    if candidate is not None and _VALID_REQUEST_ID.fullmatch(candidate):
-        return candidate
+def _inspect(headers: list[tuple[bytes, bytes]]) -> tuple[int, str, int | None]:
+    """One pass over the request headers: their total size, the request id, the declared length."""
+    size = 0
+    request_id: str | None = None
+    content_length: int | None = None
+    for name, value in headers:
+        size += len(name) + len(value)
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _VALID_REQUEST_ID.fullmatch(candidate):
+                request_id = candidate
+        elif name == b"content-length" and value.isdigit():
+            content_length = int(value)
     # Request ids need to be unique, not secret: a 128-bit random number without uuid4's urandom call.
-    return f"{_random.getrandbits(128):032x}"
+    return size, request_id or f"{_random.getrandbits(128):032x}", content_length
