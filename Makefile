@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $@
 
 install: $(STAMP)
@@ -24,8 +24,8 @@ test: $(STAMP) lint
 	$(BIN)/pytest --cov --cov-report=term --junitxml=build/junit.xml
 
 lint: $(STAMP)
-	$(BIN)/ruff check backend tests
-	$(BIN)/ruff format --check backend tests
+	$(BIN)/ruff check backend tests bench
+	$(BIN)/ruff format --check backend tests bench
 	$(BIN)/mypy
 
 migrate: $(STAMP)
@@ -33,6 +33,14 @@ migrate: $(STAMP)
 
 token: $(STAMP)
 	@$(BIN)/python -m backend token $(or $(USER_ID),dev-user)
+
+## Benchmark the service against the raw-driver limit app (needs wrk and a local PostgreSQL; < 10 min).
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+## A few seconds per scenario: proves the benchmark still works (CI runs this).
+bench-smoke: $(STAMP)
+	$(BIN)/python -m bench.run --smoke
 
 clean:
 	rm -rf $(VENV) build .coverage .mypy_cache .ruff_cache .pytest_cache

@@ -5,9 +5,11 @@ from typing import Any
 
 import asyncpg
 from fastapi import FastAPI, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.models import ErrorDetail
 
@@ -32,6 +34,8 @@ UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # The client's protocol state broke with its connection (e.g. killed mid-message).
+    asyncpg.exceptions.InternalClientError,
     ConnectionError,
     TimeoutError,
     OSError,
@@ -96,7 +100,23 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """HTTP errors as FastAPI answers them, except undecodable JSON, which is a 422 like any other.
+
+    Python's parser raises RecursionError on deep nesting and a plain ValueError on integers past its
+    digit limit; FastAPI only maps JSONDecodeError to 422 and answers those with a 400 whose cause
+    is the parser's error. Catching it here costs nothing on requests that parse.
+    """
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == status.HTTP_400_BAD_REQUEST and isinstance(exc.__cause__, RecursionError | ValueError):
+        reason = "too deeply nested" if isinstance(exc.__cause__, RecursionError) else "number out of range"
+        errors = [{"loc": ["body"], "msg": f"JSON decode error: {reason}", "type": "json_invalid"}]
+        return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    return await http_exception_handler(request, exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     for error in UNAVAILABLE_ERRORS:
         app.add_exception_handler(error, _database_unavailable)

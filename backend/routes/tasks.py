@@ -10,7 +10,6 @@ from backend.crud import SortField, SortOrder, StatusFilter, TaskRow
 from backend.dependencies import Owner, TaskId
 from backend.errors import AUTH_RESPONSES, EDGE_RESPONSES
 from backend.models import ErrorDetail, TaskCompletion, TaskCreate, TaskRead, TaskUpdate, task_json, tasks_json
-from backend.routing import JSONBodyRoute
 
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 1000
@@ -34,7 +33,6 @@ router = APIRouter(
     prefix="/api/{user_id}/tasks",
     tags=["tasks"],
     responses={**AUTH_RESPONSES, **EDGE_RESPONSES},
-    route_class=JSONBodyRoute,
 )
 
 
