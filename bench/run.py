@@ -1004,9 +1004,16 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.platform()}",
     ]
     broken = [f"{r['target']} {r['scenario']} c={r['connections']}" for r in bench.runs if r["errors"] or r["non2xx"]]
+    broken += [
+        f"{target} contract: {check['check']}"
+        for target, checks in bench.contract.items()
+        for check in checks
+        if not check["ok"]
+    ]
     if failure is None and broken:
-        # Requests that failed or answered non-2xx mean the service (or the harness) is broken.
-        failure = BenchError(f"errors or non-2xx responses in: {', '.join(broken)}")
+        # A failed contract check, or requests that failed or answered non-2xx, mean the service (or
+        # the harness) is broken: the run fails, so CI's smoke run proves the benchmark still works.
+        failure = BenchError(f"contract failures, errors or non-2xx responses in: {', '.join(broken)}")
     if failure is not None:
         bench.notes.append(f"RUN FAILED: {type(failure).__name__}: {failure}")
     results: Result = {
