@@ -134,6 +134,24 @@ class Cpus:
         return [shutil.which("taskset") or "taskset", "-c", ",".join(map(str, sorted(cpus or self.every)))]
 
 
+def wrk_command(
+    wrk: str, scenario: str, base_url: str, tokens: Path, connections: int, duration: int, threads: int
+) -> list[str]:
+    """wrk driving one scenario script with a tokens file (see bench/wrk/common.lua)."""
+    script = str(WRK_DIR / f"{scenario}.lua")
+    options = [f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--timeout", "10s", "-s", script]
+    return [wrk, *options, base_url, "--", str(tokens), str(threads)]
+
+
+def wrk_result(stdout: str) -> Result | None:
+    """The `BENCHJSON {...}` line the scenario scripts print when wrk is done."""
+    for line in stdout.splitlines():
+        if line.startswith("BENCHJSON "):
+            data: Result = json.loads(line.removeprefix("BENCHJSON "))
+            return data
+    return None
+
+
 # The service as it should be configured on a direct connection (the limit app's situation): the
 # asyncpg statement cache on (asyncpg's own default) and a pool of 30: enough for 50 concurrent
 # requests, and with the limit app's 50 still under PostgreSQL's default max_connections of 100.
@@ -410,18 +428,7 @@ class Bench:
         threads = max(1, min(threads, connections))
         command = [
             *self.cpus.prefix(cpus),
-            wrk,
-            f"-t{threads}",
-            f"-c{connections}",
-            f"-d{duration}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(WRK_DIR / f"{scenario}.lua"),
-            f"http://127.0.0.1:{port}",
-            "--",
-            str(tokens),
-            str(threads),
+            *wrk_command(wrk, scenario, f"http://127.0.0.1:{port}", tokens, connections, duration, threads),
         ]
         process = await asyncio.create_subprocess_exec(
             *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
@@ -432,10 +439,9 @@ class Bench:
             process.kill()
             await process.wait()
             raise BenchError(f"wrk {scenario} did not finish within {duration + 60}s") from None
-        for line in stdout.decode(errors="replace").splitlines():
-            if line.startswith("BENCHJSON "):
-                data: Result = json.loads(line.removeprefix("BENCHJSON "))
-                return data
+        data = wrk_result(stdout.decode(errors="replace"))
+        if data is not None:
+            return data
         raise BenchError(f"wrk {scenario} printed no result: {stderr.decode(errors='replace')[-1000:]}")
 
     async def measure(

@@ -7,7 +7,6 @@ through the API itself (there is no COPY into SQLite), so every row is made the 
 
 import argparse
 import asyncio
-import json
 import os
 import secrets
 import socket
@@ -19,10 +18,10 @@ from pathlib import Path
 
 import httpx
 
+from bench.run import wrk_command, wrk_result
 from bench.seed import mint_token, write_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
-WRK_DIR = ROOT / "bench" / "wrk"
 SCENARIOS = ("list", "get", "create", "update", "toggle", "mixed")
 
 
@@ -52,20 +51,11 @@ async def _seed(base_url: str, secret: str, users: int, tasks: int) -> dict[str,
 
 
 def _wrk(scenario: str, base_url: str, tokens: Path, connections: int, duration: int) -> dict[str, object]:
-    argv = [
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{duration}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(WRK_DIR / f"{scenario}.lua"),
-    ]
-    argv += [base_url, "--", str(tokens), "1"]
+    argv = wrk_command("wrk", scenario, base_url, tokens, connections, duration, threads=1)
     output = subprocess.run(_pinned(argv, 1), capture_output=True, text=True, timeout=duration + 60, check=True)  # noqa: S603
-    line = next(line for line in output.stdout.splitlines() if line.startswith("BENCHJSON "))
-    data: dict[str, object] = json.loads(line.removeprefix("BENCHJSON "))
+    data = wrk_result(output.stdout)
+    if data is None:
+        raise RuntimeError(f"wrk {scenario} printed no result: {output.stderr[-1000:]}")
     return data
 
 
