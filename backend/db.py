@@ -15,6 +15,7 @@ from sqlalchemy import Executable, event, text
 from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from backend.config import DATA_DIR, Settings
 from backend.errors import describe
@@ -113,7 +114,10 @@ def _unique_statement_name() -> str:
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    """A SQLAlchemy engine: the SQLite database, and Alembic's connection on either backend."""
+    """A SQLAlchemy engine: the SQLite database, and Alembic's connection on either backend.
+
+    On PostgreSQL it only ever runs migrations, once per start or deploy, so it pools nothing.
+    """
     target = _target(settings)
     if target.is_sqlite:
         engine = create_async_engine(target.url, isolation_level="AUTOCOMMIT", connect_args={"timeout": 30})
@@ -125,16 +129,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         "prepared_statement_cache_size": 0,
         "prepared_statement_name_func": _unique_statement_name,
     }
-    return create_async_engine(
-        target.url,
-        isolation_level="AUTOCOMMIT",
-        pool_size=settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        pool_timeout=settings.db_pool_timeout_seconds,
-        pool_recycle=settings.db_pool_recycle_seconds,
-        pool_pre_ping=True,
-        connect_args=connect_args,
-    )
+    return create_async_engine(target.url, isolation_level="AUTOCOMMIT", poolclass=NullPool, connect_args=connect_args)
 
 
 def _target(settings: Settings) -> DatabaseTarget:

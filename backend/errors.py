@@ -65,14 +65,6 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def database_unavailable_response() -> JSONResponse:
-    return JSONResponse(
-        {"detail": DATABASE_UNAVAILABLE},
-        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
-
-
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.error(
         "database unavailable on %s %s: %s",
@@ -80,7 +72,11 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
         request.url.path,
         describe(exc),
     )
-    return database_unavailable_response()
+    return JSONResponse(
+        {"detail": DATABASE_UNAVAILABLE},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
 
 
 def describe(exc: BaseException) -> str:

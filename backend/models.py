@@ -69,13 +69,9 @@ Title = Annotated[
 Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX), AfterValidator(_storable)]
 
 
-class TaskBase(SQLModel):
-    title: str = Field(max_length=TITLE_MAX)
-    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
-    completed: bool = False
+class Task(SQLModel, table=True):
+    """The one definition of the table; clients reach it only through the models below."""
 
-
-class Task(TaskBase, table=True):
     __tablename__ = "task"
     __table_args__ = (Index("ix_task_user_id_created_at", "user_id", "created_at"),)
 
@@ -84,6 +80,8 @@ class Task(TaskBase, table=True):
         sa_column=Column(BigInteger().with_variant(Integer(), "sqlite"), Identity(), primary_key=True),
     )
     user_id: str = Field(sa_column=Column(Text(), nullable=False, index=True))
+    title: str = Field(max_length=TITLE_MAX)
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
     completed: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
