@@ -1,11 +1,16 @@
 """Real tokens for tests: HS256 with the test secret, EdDSA/ES256/RS256 with real private keys."""
 
+import base64
+import hashlib
+import hmac
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
@@ -18,6 +23,12 @@ def hs256(sub: str | None = "user", *, secret: str = TEST_SECRET, ttl: int = 600
     if sub is not None:
         payload["sub"] = sub
     return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def b64url(data: bytes | str) -> str:
+    """Unpadded base64url, as JWT segments are encoded: for hand-built (malformed) tokens."""
+    raw = data.encode() if isinstance(data, str) else data
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 @dataclass
@@ -45,6 +56,15 @@ class SigningKey:
             algorithm=self.algorithm,
             headers={"kid": self.kid, **(headers or {})},
         )
+
+    def confused_hs256(self, claims: dict[str, Any]) -> str:
+        """Algorithm confusion: an HS256 token whose HMAC secret is this key's public PEM (and its kid)."""
+        pem = self.private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        header = {"alg": "HS256", "typ": "JWT", "kid": self.kid}
+        signing_input = f"{b64url(json.dumps(header))}.{b64url(json.dumps(claims))}"
+        return f"{signing_input}.{b64url(hmac.new(pem, signing_input.encode(), hashlib.sha256).digest())}"
 
     def token(self, sub: str, *, issuer: str, ttl: int = 900, **claims: Any) -> str:
         now = int(time.time())

@@ -1,7 +1,6 @@
 """Token verification with real keys, a real JWKS served over HTTP, and real clocks."""
 
 import asyncio
-import base64
 import json
 import time
 import uuid
@@ -10,11 +9,10 @@ from typing import Any
 
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from backend.auth.jwt import MAX_TOKEN_LENGTH, InvalidToken, JWKSCache, TokenPolicy, TokenVerifier
 from tests.servers import JWKSServer, jwks_server
-from tests.tokens import TEST_SECRET, SigningKey, hs256
+from tests.tokens import TEST_SECRET, SigningKey, b64url, hs256
 
 pytestmark = pytest.mark.anyio
 
@@ -46,11 +44,6 @@ async def refused(verifier: TokenVerifier, token: str) -> InvalidToken:
     with pytest.raises(InvalidToken) as caught:
         await verifier.user_id(token)
     return caught.value
-
-
-def b64(data: bytes | str) -> str:
-    raw = data.encode() if isinstance(data, str) else data
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 # --- HS256 ------------------------------------------------------------------------------------------
@@ -150,7 +143,7 @@ async def test_other_hmac_algorithms_are_refused(verifier: TokenVerifier, algori
         pytest.param("abc.def", id="two-segments"),
         pytest.param("a.b.c.d", id="four-segments"),
         pytest.param("!!!.***.$$$", id="bad-base64"),
-        pytest.param(f"{b64('not json')}.{b64('{}')}.sig", id="non-json-header"),
+        pytest.param(f"{b64url('not json')}.{b64url('{}')}.sig", id="non-json-header"),
     ],
 )
 async def test_malformed_tokens_are_refused(verifier: TokenVerifier, token: str) -> None:
@@ -158,9 +151,9 @@ async def test_malformed_tokens_are_refused(verifier: TokenVerifier, token: str)
 
 
 async def test_alg_none_is_refused(verifier: TokenVerifier) -> None:
-    body = b64(json.dumps({"sub": "a", "exp": int(time.time()) + 60}))
-    for signature in ("", b64("sig")):
-        await refused(verifier, f"{b64(json.dumps({'alg': 'none', 'typ': 'JWT'}))}.{body}.{signature}")
+    body = b64url(json.dumps({"sub": "a", "exp": int(time.time()) + 60}))
+    for signature in ("", b64url("sig")):
+        await refused(verifier, f"{b64url(json.dumps({'alg': 'none', 'typ': 'JWT'}))}.{body}.{signature}")
 
 
 async def test_oversized_token_is_refused_before_parsing(verifier: TokenVerifier) -> None:
@@ -274,17 +267,8 @@ async def test_hs256_signed_with_public_key_is_refused(server: JWKSServer, verif
     """Algorithm confusion: the public key used as an HMAC secret must not verify."""
     key = SigningKey("RS256")
     server.keys.append(key.public_jwk)
-    pem = key.private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    header = {"alg": "HS256", "kid": key.kid, "typ": "JWT"}
     body = {"sub": "u", "iss": server.url, "aud": server.url, "exp": int(time.time()) + 60}
-    signing_input = f"{b64(json.dumps(header))}.{b64(json.dumps(body))}"
-    import hashlib
-    import hmac
-
-    signature = b64(hmac.new(pem, signing_input.encode(), hashlib.sha256).digest())
-    await refused(verifier, f"{signing_input}.{signature}")
+    await refused(verifier, key.confused_hs256(body))
     assert server.fetches == 0  # an HS256 token never consults the JWKS
 
 
