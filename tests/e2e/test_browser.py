@@ -14,7 +14,8 @@ as ``axios`` with ``withCredentials`` sends). Screenshots of both pages go to th
 (their paths are printed; ``pytest -s`` shows them).
 
 Needs ``/usr/bin/chromium`` (Debian package ``chromium``; Playwright never downloads a browser here)
-and, for the Better Auth run, Node. Without them the tests skip, or fail when ``CI`` is set.
+and, for the Better Auth run, Node. Without them the tests skip (one summary line each, see
+``tests/support/tools.py``), or fail when ``CI`` is set.
 """
 
 import json
@@ -27,7 +28,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 from urllib.parse import quote
 
 import pytest
@@ -41,6 +42,8 @@ from backend.main import create_app
 from tests.conftest import make_settings
 from tests.interop.betterauth import BetterAuthUnavailableError, better_auth_server
 from tests.servers import JWKSServer, serve
+from tests.support import tools
+from tests.support.tools import missing_tool
 from tests.tokens import hs256
 
 pytestmark = pytest.mark.anyio
@@ -62,13 +65,6 @@ STEP_TIMEOUT_MS = 10_000
 TASK_KEYS = {"id", "user_id", "title", "description", "completed", "created_at", "updated_at"}
 Credentials = Literal["same-origin", "include"]
 Result = dict[str, Any]
-
-
-def unavailable(reason: str) -> NoReturn:
-    """A missing browser or Node fails the run in CI (``CI`` set) and skips it elsewhere."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)", pytrace=False)
-    pytest.skip(reason)
 
 
 # --- servers ------------------------------------------------------------------------------------
@@ -111,7 +107,7 @@ async def api_server(database_url: str, *, better_auth_url: str, cors_origins: s
 @pytest.fixture
 def chromium() -> Path:
     if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
-        unavailable(f"{CHROMIUM} is not installed (apt-get install chromium); the browser tests need it")
+        missing_tool(*tools.CHROMIUM)
     return CHROMIUM
 
 
@@ -308,13 +304,13 @@ async def test_browser_crud_with_better_auth_jwt_and_credentials(
     browser: BrowserContext, postgres_url: str, tmp_path: Path
 ) -> None:
     if shutil.which("node") is None:
-        unavailable("`node` is not on PATH; the real Better Auth server needs Node >= 20")
+        missing_tool(*tools.NODE)
     started = time.monotonic()
     async with AsyncExitStack() as stack:
         try:
             better_auth = await stack.enter_async_context(better_auth_server("EdDSA"))
-        except BetterAuthUnavailableError as exc:
-            unavailable(str(exc))
+        except BetterAuthUnavailableError:
+            missing_tool(*tools.NODE)
         issued = await better_auth.issue_token()
         origins = await stack.enter_async_context(page_origins())
         api = await stack.enter_async_context(

