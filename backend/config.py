@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    # Optional: refuse tokens whose exp - iat is longer (unset: any lifetime).
+    jwt_max_lifetime_seconds: int | None = Field(default=None, ge=1)
     jwks_cache_seconds: int = Field(default=300, ge=1)
     jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
     jwks_fetch_timeout_seconds: float = Field(default=3.0, gt=0)

@@ -29,6 +29,7 @@ def build_verifier(settings: Settings) -> TokenVerifier:
         leeway_seconds=settings.jwt_leeway_seconds,
         hs256_issuer=settings.jwt_issuer,
         hs256_audience=settings.jwt_audience,
+        max_lifetime_seconds=settings.jwt_max_lifetime_seconds,
     )
     jwks = JWKSCache(
         settings.jwks_url,

@@ -78,3 +78,31 @@ def _generate(algorithm: str) -> Any:
     if algorithm == "ES256":
         return ec.generate_private_key(ec.SECP256R1())
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def hs256_raw(payload: str, *, secret: str = TEST_SECRET) -> str:
+    """An HS256 token over a hand-written JSON payload (e.g. `1e400`, which json.dumps cannot write)."""
+    signing_input = f"{b64url(json.dumps({'alg': 'HS256', 'typ': 'JWT'}))}.{b64url(payload)}"
+    signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(signature)}"
+
+
+def better_auth_session(user: str, /, *, ttl: int = 300, session_user_id: str | None = None, **extra: Any) -> str:
+    """The shape of Better Auth's cookie cache JWT (strategy "jwt"): no top-level sub."""
+    now = int(time.time())
+    session = {
+        "id": uuid.uuid4().hex,
+        "userId": user if session_user_id is None else session_user_id,
+        "token": uuid.uuid4().hex,
+        "expiresAt": "2030-01-01T00:00:00.000Z",
+    }
+    payload: dict[str, Any] = {
+        "session": session,
+        "user": {"id": user, "email": "user@example.com", "name": "User", "emailVerified": False},
+        "updatedAt": now * 1000,
+        "version": "1",
+        "iat": now,
+        "exp": now + ttl,
+        **extra,
+    }
+    return jwt.encode(payload, TEST_SECRET, algorithm="HS256")

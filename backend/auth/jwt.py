@@ -6,6 +6,8 @@ against a public key and an asymmetric token never against the secret.
 
 import asyncio
 import logging
+import math
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,6 +24,14 @@ JWKS_ALGORITHMS = frozenset({"EdDSA", "ES256", "ES512", "RS256", "PS256"})
 MAX_TOKEN_LENGTH = 8 * 1024
 MAX_USER_ID_LENGTH = 255
 HS256_IDENTITY_CLAIMS = ("sub", "user_id", "id")
+# NumericDate claims must be JSON numbers between the epoch and the end of year 9999: anything else
+# (strings, booleans, 1e400, 10**400) is a malformed token, never a crash or a token valid forever.
+TIME_CLAIMS = ("exp", "nbf", "iat")
+MAX_NUMERIC_DATE = 253_402_300_799
+# An identity must be usable as one URL path segment and as one log field: no control characters
+# (Unicode Cc: NUL, CR, LF, TAB, ESC, DEL, C1), no lone surrogates (not UTF-8), no "/" (a path
+# separator even when percent-encoded, since servers decode %2F before routing).
+_UNADDRESSABLE = re.compile("[\x00-\x1f\x7f-\x9f/\ud800-\udfff]")
 
 
 class InvalidToken(Exception):
@@ -128,6 +138,8 @@ class TokenPolicy:
     leeway_seconds: int
     hs256_issuer: str | None = None
     hs256_audience: str | None = None
+    # Refuse tokens meant to live longer than this (exp - iat, or exp - now without iat).
+    max_lifetime_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -181,17 +193,22 @@ class TokenVerifier:
                 self.policy.hs256_issuer,
                 self.policy.hs256_audience,
             )
-            return _identity(claims, HS256_IDENTITY_CLAIMS), float(claims["exp"])
+            return _hs256_identity(claims), self._check_times(claims)
         if algorithm in JWKS_ALGORITHMS:
             kid = header.get("kid")
             if not isinstance(kid, str) or not kid:
                 raise InvalidToken("JWKS token without kid")
             key = await self.jwks.key(kid, algorithm)
             claims = self._decode(token, key, algorithm, self.policy.jwks_issuer, self.policy.jwks_audience)
-            return _identity(claims, ("sub",)), float(claims["exp"])
+            return _identity(claims.get("sub"), "sub"), self._check_times(claims)
         raise InvalidToken(f"algorithm {algorithm!r} not allowed")
 
     def _decode(self, token: str, key: Any, algorithm: str, issuer: str | None, audience: str | None) -> dict[str, Any]:
+        """Signature, iss, aud and sub type by PyJWT; the time claims by `_check_times`.
+
+        PyJWT reads time claims with int(), which takes numeric strings and booleans and raises
+        OverflowError (a 500) on infinities, so its own time checks are off.
+        """
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -199,27 +216,77 @@ class TokenVerifier:
                 algorithms=[algorithm],
                 issuer=issuer,
                 audience=audience,
-                leeway=self.policy.leeway_seconds,
                 options={
                     "require": ["exp"],
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
                     "verify_iss": issuer is not None,
                     "verify_aud": audience is not None,
                 },
             )
-        except jwt.ExpiredSignatureError:
-            raise InvalidToken("token expired", detail="Token has expired") from None
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"{type(exc).__name__}: {exc}") from None
         return claims
 
+    def _check_times(self, claims: dict[str, Any]) -> float:
+        """Check exp (required), nbf and iat as RFC 7519 NumericDates; return exp."""
+        exp, nbf, iat = (_numeric_date(claims, name) for name in TIME_CLAIMS)
+        if exp is None:
+            raise InvalidToken("exp claim missing")
+        now = time.time()
+        leeway = self.policy.leeway_seconds
+        if exp <= now - leeway:
+            raise InvalidToken("token expired", detail="Token has expired")
+        if nbf is not None and nbf > now + leeway:
+            raise InvalidToken("token not yet valid (nbf)")
+        if iat is not None and iat > now + leeway:
+            raise InvalidToken("token issued in the future (iat)")
+        limit = self.policy.max_lifetime_seconds
+        if limit is not None and exp - (iat if iat is not None else now) > limit:
+            raise InvalidToken(f"token lifetime over JWT_MAX_LIFETIME_SECONDS ({limit} s)")
+        return exp
 
-def _identity(claims: dict[str, Any], names: tuple[str, ...]) -> str:
-    """The first identity claim present; a string, or an integer from hand-rolled HS256 tokens."""
-    value = next((claims[name] for name in names if claims.get(name) is not None), None)
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
+
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidToken(f"{name} claim is not a JSON number")
+    # Compared before any conversion: 10**400 is a valid Python int that float() cannot hold.
+    if not (isinstance(value, int) or math.isfinite(value)) or not 0 <= value <= MAX_NUMERIC_DATE:
+        raise InvalidToken(f"{name} claim out of range")
+    return float(value)
+
+
+def _hs256_identity(claims: dict[str, Any]) -> str:
+    """`sub`, else `user_id`, else `id`, else Better Auth's session shape (its cookie cache JWT).
+
+    Better Auth's `session.cookieCache` with strategy "jwt" signs `{session: {userId, ...},
+    user: {id, ...}, iat, exp}` with the shared secret and no top-level identity.
+    """
+    for name in HS256_IDENTITY_CLAIMS:
+        value = claims.get(name)
+        if value is not None:
+            if isinstance(value, int) and not isinstance(value, bool) and name != "sub":
+                value = str(value)
+            return _identity(value, name)
+    user, session = claims.get("user"), claims.get("session")
+    if not isinstance(user, dict):
+        raise InvalidToken("missing identity claim (sub/user_id/id/user.id)")
+    user_id = _identity(user.get("id"), "user.id")
+    if isinstance(session, dict) and "userId" in session and session["userId"] != user_id:
+        raise InvalidToken("session.userId does not match user.id")
+    return user_id
+
+
+def _identity(value: object, name: str) -> str:
+    """A usable user id: a non-empty string of at most 255 characters that a URL path can carry."""
     if not isinstance(value, str) or not value:
-        raise InvalidToken(f"missing or invalid identity claim ({'/'.join(names)})")
+        raise InvalidToken(f"missing or invalid identity claim ({name})")
     if len(value) > MAX_USER_ID_LENGTH:
         raise InvalidToken(f"identity longer than {MAX_USER_ID_LENGTH} characters")
+    if _UNADDRESSABLE.search(value):
+        raise InvalidToken("identity contains a control character, a lone surrogate or '/'")
     return value

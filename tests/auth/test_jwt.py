@@ -12,7 +12,7 @@ import pytest
 
 from backend.auth.jwt import MAX_TOKEN_LENGTH, InvalidToken, JWKSCache, TokenPolicy, TokenVerifier
 from tests.servers import JWKSServer, jwks_server
-from tests.tokens import TEST_SECRET, SigningKey, b64url, hs256
+from tests.tokens import TEST_SECRET, SigningKey, b64url, better_auth_session, hs256, hs256_raw
 
 pytestmark = pytest.mark.anyio
 
@@ -89,6 +89,97 @@ async def test_identity_of_255_characters_is_accepted(verifier: TokenVerifier) -
     assert await verifier.user_id(hs256("x" * 255)) == "x" * 255
 
 
+UNUSUAL_BUT_VALID_IDS = ["用户", "Ωmega", "emoji😀", "a?b", "a#b", "a b", "ålice", "a%2Fb", ".", "..", "é" * 255]
+
+
+@pytest.mark.parametrize("user_id", UNUSUAL_BUT_VALID_IDS)
+async def test_any_addressable_identity_is_accepted(verifier: TokenVerifier, user_id: str) -> None:
+    assert await verifier.user_id(hs256(user_id)) == user_id
+    assert await verifier.user_id(hs256(None, user_id=user_id)) == user_id
+
+
+@pytest.mark.parametrize(
+    "user_id",
+    [
+        pytest.param("a\x00b", id="nul"),
+        pytest.param("a\rb", id="cr"),
+        pytest.param("a\nb", id="lf"),
+        pytest.param("a\r\nINFO forged log line", id="crlf"),
+        pytest.param("a\tb", id="tab"),
+        pytest.param("a\x1bb", id="esc"),
+        pytest.param("a\x7fb", id="del"),
+        pytest.param("a\x85b", id="c1-next-line"),
+        pytest.param("a/b", id="slash"),
+        pytest.param("/", id="only-slash"),
+        pytest.param("a\ud800b", id="lone-surrogate"),
+        pytest.param("é" * 256, id="256-code-points"),
+    ],
+)
+@pytest.mark.parametrize("claim", ["sub", "user_id", "id", "user.id"])
+async def test_unaddressable_identity_is_invalid(verifier: TokenVerifier, user_id: str, claim: str) -> None:
+    if claim == "user.id":
+        token = better_auth_session(user_id)
+    else:
+        claims: dict[str, Any] = {claim: user_id}
+        token = hs256(user_id) if claim == "sub" else hs256(None, **claims)
+    error = await refused(verifier, token)
+    assert error.detail == "Invalid token"
+
+
+# --- Better Auth's session JWT (session.cookieCache strategy "jwt") ----------------------------------
+
+
+async def test_better_auth_session_jwt_identity_is_user_id(verifier: TokenVerifier) -> None:
+    assert await verifier.user_id(better_auth_session("ba-user-1")) == "ba-user-1"
+
+
+async def test_better_auth_session_without_session_object_uses_user_id(verifier: TokenVerifier) -> None:
+    token = better_auth_session("ba-user-2", session=None)
+    assert await verifier.user_id(token) == "ba-user-2"
+
+
+async def test_top_level_identity_claims_win_over_the_session_shape(verifier: TokenVerifier) -> None:
+    assert await verifier.user_id(better_auth_session("ba-user", sub="subject")) == "subject"
+    assert await verifier.user_id(better_auth_session("ba-user", user_id="flat")) == "flat"
+
+
+@pytest.mark.parametrize(
+    ("token_factory", "reason"),
+    [
+        pytest.param(lambda: better_auth_session("alice", session_user_id="mallory"), "match", id="mismatched-ids"),
+        pytest.param(lambda: better_auth_session("alice", session_user_id=""), "match", id="empty-session-user"),
+        pytest.param(lambda: better_auth_session("alice", user={"email": "a@example.com"}), "user.id", id="no-user-id"),
+        pytest.param(lambda: better_auth_session("alice", user={"id": 42}), "user.id", id="numeric-user-id"),
+        pytest.param(lambda: better_auth_session("alice", user="alice"), "identity", id="user-not-object"),
+        pytest.param(lambda: better_auth_session("alice", user=None), "identity", id="user-null"),
+    ],
+)
+async def test_better_auth_session_edge_cases_are_refused(
+    verifier: TokenVerifier, token_factory: Any, reason: str
+) -> None:
+    error = await refused(verifier, token_factory())
+    assert error.detail == "Invalid token"
+    assert reason in error.reason
+
+
+async def test_expired_better_auth_session_says_so(verifier: TokenVerifier) -> None:
+    error = await refused(verifier, better_auth_session("alice", ttl=-120))
+    assert error.detail == "Token has expired"
+
+
+async def test_better_auth_session_needs_exp(verifier: TokenVerifier) -> None:
+    token = better_auth_session("alice", exp=None)
+    await refused(verifier, token)
+
+
+async def test_better_auth_session_shape_is_hs256_only(server: JWKSServer, verifier: TokenVerifier) -> None:
+    key = SigningKey("EdDSA")
+    server.keys.append(key.public_jwk)
+    now = int(time.time())
+    claims = {"iss": server.url, "aud": server.url, "exp": now + 60, "user": {"id": "u"}, "session": {"userId": "u"}}
+    await refused(verifier, key.sign(claims))
+
+
 async def test_expired_token_says_so(verifier: TokenVerifier) -> None:
     error = await refused(verifier, hs256("a", ttl=-31))
     assert error.detail == "Token has expired"
@@ -104,11 +195,65 @@ async def test_expiry_within_leeway_is_accepted(verifier: TokenVerifier) -> None
         pytest.param({"nbf": int(time.time()) + 120}, id="nbf-future"),
         pytest.param({"iat": int(time.time()) + 120}, id="iat-future"),
         pytest.param({"exp": "tomorrow"}, id="exp-not-number"),
+        pytest.param({"exp": str(int(time.time()) + 600)}, id="exp-numeric-string"),
+        pytest.param({"exp": True}, id="exp-boolean"),
+        pytest.param({"exp": 10**400}, id="exp-huge-integer"),
+        pytest.param({"exp": 253_402_300_800}, id="exp-after-year-9999"),
+        pytest.param({"exp": [int(time.time()) + 600]}, id="exp-list"),
+        pytest.param({"nbf": str(int(time.time()))}, id="nbf-string"),
+        pytest.param({"nbf": False}, id="nbf-boolean"),
+        pytest.param({"nbf": None}, id="nbf-null"),
+        pytest.param({"iat": str(int(time.time()))}, id="iat-string"),
+        pytest.param({"iat": True}, id="iat-boolean"),
+        pytest.param({"iat": -1}, id="iat-before-epoch"),
+        pytest.param({"iat": 10**400}, id="iat-huge-integer"),
     ],
 )
 async def test_time_claims_are_enforced(verifier: TokenVerifier, claims: dict[str, Any]) -> None:
-    error = await refused(verifier, hs256("a", **claims))
+    token = hs256("a", **claims)
+    error = await refused(verifier, token)
     assert error.detail == "Invalid token"
+    assert token not in verifier._verified
+
+
+@pytest.mark.parametrize(
+    "exp",
+    [
+        pytest.param("1e400", id="overflowing-float"),
+        pytest.param("Infinity", id="infinity"),
+        pytest.param("-Infinity", id="minus-infinity"),
+        pytest.param("NaN", id="nan"),
+        pytest.param("1" + "0" * 400, id="400-digit-integer"),
+    ],
+)
+async def test_non_finite_or_huge_exp_is_refused_not_a_crash(verifier: TokenVerifier, exp: str) -> None:
+    """Python's JSON parser turns these into inf/nan or a huge int; none may crash or be cached."""
+    token = hs256_raw(f'{{"sub": "a", "iat": {int(time.time())}, "exp": {exp}}}')
+    for _ in range(2):
+        error = await refused(verifier, token)
+        assert error.detail == "Invalid token"
+    assert token not in verifier._verified
+
+
+async def test_float_time_claims_are_accepted(verifier: TokenVerifier) -> None:
+    now = time.time()
+    assert await verifier.user_id(hs256("a", iat=now, nbf=now, exp=now + 60.5)) == "a"
+
+
+async def test_max_lifetime_is_unset_by_default(verifier: TokenVerifier) -> None:
+    assert await verifier.user_id(hs256("a", ttl=365 * 86400)) == "a"
+
+
+async def test_max_lifetime_refuses_longer_tokens(server: JWKSServer) -> None:
+    verifier = make_verifier(server, max_lifetime_seconds=900)
+    assert await verifier.user_id(hs256("a", ttl=900)) == "a"
+    error = await refused(verifier, hs256("a", ttl=901))
+    assert "JWT_MAX_LIFETIME_SECONDS" in error.reason
+    now = int(time.time())
+    without_iat = jwt.encode({"sub": "a", "exp": now + 3600}, TEST_SECRET, algorithm="HS256")
+    await refused(verifier, without_iat)  # without iat the lifetime counts from now
+    short_without_iat = jwt.encode({"sub": "a", "exp": now + 60}, TEST_SECRET, algorithm="HS256")
+    assert await verifier.user_id(short_without_iat) == "a"
 
 
 async def test_exp_is_required(verifier: TokenVerifier) -> None:
