@@ -14,6 +14,7 @@ from backend import migrate
 from backend.auth.jwt import JWKSCache, TokenPolicy, TokenVerifier
 from backend.config import ConfigError, Settings, load_settings
 from backend.db import Database, open_database, wait_for_database
+from backend.docs import install_docs
 from backend.errors import EDGE_RESPONSES, DatabaseUnavailable, install_error_handlers
 from backend.middleware import EdgeMiddleware
 from backend.routes import tasks
@@ -84,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Tasks for the Todo app; every /api call needs a Better Auth bearer token.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
-        docs_url="/docs" if settings.docs_enabled else None,
+        docs_url=None,  # served by backend.docs from local assets
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tasks.router)
     app.add_api_route("/health", health, methods=["GET"], tags=["health"], responses=EDGE_RESPONSES)
     app.add_api_route("/ready", ready, methods=["GET"], tags=["health"], responses=EDGE_RESPONSES)
+    install_docs(app)
     return app
 
 

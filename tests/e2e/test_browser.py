@@ -19,9 +19,7 @@ and, for the Better Auth run, Node. Without them the tests skip (one summary lin
 """
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -32,7 +30,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import pytest
-from playwright.async_api import BrowserContext, Page, async_playwright
+from playwright.async_api import BrowserContext, Page
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -48,20 +46,7 @@ from tests.tokens import hs256
 
 pytestmark = pytest.mark.anyio
 
-# Debian's chromium here; elsewhere (e.g. GitHub's runners, which ship Google Chrome) set CHROMIUM_PATH.
-CHROMIUM = Path(os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 PAGE_HTML = Path(__file__).with_name("client.html")
-STEP_TIMEOUT_MS = 10_000
 TASK_KEYS = {"id", "user_id", "title", "description", "completed", "created_at", "updated_at"}
 Credentials = Literal["same-origin", "include"]
 Result = dict[str, Any]
@@ -102,28 +87,6 @@ async def api_server(database_url: str, *, better_auth_url: str, cors_origins: s
 
 
 # --- the browser --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def chromium() -> Path:
-    if not (CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK)):
-        missing_tool(*tools.CHROMIUM)
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: Path) -> AsyncIterator[BrowserContext]:
-    """Headless Debian Chromium with a fresh profile, removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="todo-api-chromium-") as profile:
-        async with async_playwright() as playwright:
-            context = await playwright.chromium.launch_persistent_context(
-                profile, executable_path=chromium, headless=True, args=CHROMIUM_ARGS
-            )
-            context.set_default_timeout(STEP_TIMEOUT_MS)
-            try:
-                yield context
-            finally:
-                await context.close()
 
 
 @dataclass
