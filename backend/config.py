@@ -1,6 +1,7 @@
 """Settings: one place that reads the environment and refuses unsafe production configs."""
 
 import logging
+import os
 import secrets
 from functools import cached_property
 from pathlib import Path
@@ -13,7 +14,11 @@ log = logging.getLogger("backend.config")
 
 BACKEND_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = BACKEND_DIR.parent
-DATA_DIR = PROJECT_DIR / ".data"
+# Generated files (the SQLite database, the dev secret) live in `.data/` under the working directory,
+# or in TODO_DATA_DIR: never next to the code, which in a wheel install is site-packages.
+DATA_DIR = Path(".data")
+# Read in this order, later files winning; the environment wins over both.
+ENV_FILES = (BACKEND_DIR / ".env", Path(".env"))
 MIN_SECRET_LENGTH = 32
 
 
@@ -23,7 +28,7 @@ class ConfigError(Exception):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=BACKEND_DIR / ".env",
+        env_file=ENV_FILES,
         env_file_encoding="utf-8",
         extra="ignore",
         populate_by_name=True,
@@ -60,6 +65,7 @@ class Settings(BaseSettings):
     # mode; raise it (e.g. 100) on a direct connection, or a pooler with max_prepared_statements.
     db_statement_cache_size: int = Field(default=0, ge=0)
 
+    data_dir: Path = Field(default=DATA_DIR, validation_alias=AliasChoices("TODO_DATA_DIR", "data_dir"))
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     docs_enabled: bool = True
     max_body_bytes: int = Field(default=64 * 1024, ge=1)
@@ -70,6 +76,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        """Resolved once, against the working directory the process started in."""
+        return value.expanduser().resolve()
 
     @field_validator("better_auth_url")
     @classmethod
@@ -102,19 +114,40 @@ class Settings(BaseSettings):
 
     @cached_property
     def secret(self) -> str:
-        """The HS256 secret; in development a generated one is kept in .data/ so the CLI and server agree."""
+        """The HS256 secret; in development a generated one is kept in the data dir so the CLI and server agree."""
         if self.better_auth_secret is not None:
             return self.better_auth_secret.get_secret_value()
-        path = DATA_DIR / "dev-secret"
-        if not path.exists():
-            DATA_DIR.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
+        path = self.data_dir / "dev-secret"
+        secret = read_or_create_secret(path)
         log.warning(
             "BETTER_AUTH_SECRET is not set: using a generated development secret stored in %s",
             path,
         )
-        return path.read_text().strip()
+        return secret
+
+
+def read_or_create_secret(path: Path) -> str:
+    """The secret in `path`, created on first use: mode 0600 from birth, published whole, once.
+
+    Written to a private temp file (O_CREAT|O_EXCL, 0o600: never world-readable, whatever the umask)
+    and hard-linked into place, which fails if the file exists: of two workers starting together one
+    creates it and the other reads that same secret; nobody can read a half-written file.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        temp = path.with_name(f".{path.name}-{secrets.token_hex(8)}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(48))
+                out.flush()
+                os.fsync(out.fileno())
+            os.link(temp, path)
+        except FileExistsError:
+            pass  # another worker published first: use theirs
+        finally:
+            temp.unlink(missing_ok=True)
+    return path.read_text().strip()
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from backend import config
 from backend.config import ConfigError, Settings, load_settings
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -76,9 +75,8 @@ def test_production_with_safe_config_loads() -> None:
 def test_development_without_secret_generates_and_keeps_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(config, "DATA_DIR", tmp_path / "data")
-    first = Settings(_env_file=None).secret
-    second = Settings(_env_file=None).secret
+    first = Settings(_env_file=None, data_dir=tmp_path / "data").secret
+    second = Settings(_env_file=None, data_dir=tmp_path / "data").secret
     assert first == second
     assert len(first) >= 32
     assert "generated development secret" in caplog.text
