@@ -1,7 +1,7 @@
 """Turn the runner's results into results.json, results.md and chart.png.
 
-Kept apart from run.py so a results.json can be re-rendered (`python -m bench.report DIR`) without
-running the load again.
+The chart is drawn by chart.py. Kept apart from the runner so a results.json can be re-rendered
+(`python -m bench.report DIR`) without running the load again.
 """
 
 import json
@@ -22,7 +22,7 @@ def _num(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def _find(runs: list[Result], target: str, scenario: str, connections: int) -> Result | None:
+def find(runs: list[Result], target: str, scenario: str, connections: int) -> Result | None:
     for run in runs:
         if (run["target"], run["scenario"], run["connections"]) == (target, scenario, connections):
             return run
@@ -30,12 +30,13 @@ def _find(runs: list[Result], target: str, scenario: str, connections: int) -> R
 
 
 def ratios(runs: list[Result]) -> list[Result]:
-    """service req/s ÷ limit req/s for every scenario and concurrency both targets ran."""
+    """service ÷ limit for every scenario and concurrency both targets ran: requests/s, and p99 as a
+    multiple of the limit's p99 in the same pair of runs (the tail)."""
     out = []
     for run in runs:
         if run["target"] != "service":
             continue
-        limit = _find(runs, "limit", run["scenario"], run["connections"])
+        limit = find(runs, "limit", run["scenario"], run["connections"])
         if limit and limit["rps"]:
             out.append(
                 {
@@ -44,8 +45,35 @@ def ratios(runs: list[Result]) -> list[Result]:
                     "service_rps": run["rps"],
                     "limit_rps": limit["rps"],
                     "ratio": run["rps"] / limit["rps"],
+                    "service_p99_ms": run["p99_ms"],
+                    "limit_p99_ms": limit["p99_ms"],
+                    "p99_ratio": run["p99_ms"] / limit["p99_ms"] if limit["p99_ms"] else None,
                 }
             )
+    return out
+
+
+def network_pairs(network: Result) -> list[Result]:
+    """Network mode, service beside limit: p50/p99, p50 as a multiple of the limit's, round trips."""
+    runs: list[Result] = network.get("runs", [])
+    out = []
+    for run in runs:
+        limit = find(runs, "limit", run["scenario"], run["connections"])
+        if run["target"] != "service" or limit is None:
+            continue
+        out.append(
+            {
+                "scenario": run["scenario"],
+                "connections": run["connections"],
+                "service_p50_ms": run["p50_ms"],
+                "service_p99_ms": run["p99_ms"],
+                "limit_p50_ms": limit["p50_ms"],
+                "limit_p99_ms": limit["p99_ms"],
+                "p50_ratio": run["p50_ms"] / limit["p50_ms"] if limit["p50_ms"] else None,
+                "service_round_trips": run["round_trips_per_request"],
+                "limit_round_trips": limit["round_trips_per_request"],
+            }
+        )
     return out
 
 
@@ -84,8 +112,17 @@ def _scaling(scaling: Result) -> list[str]:
             for r in scaling["list_by_size"]
         ]
         lines.append("")
+    if scaling.get("list_sql"):
+        lines += [
+            "The service's own list statement (backend.crud, compiled for asyncpg as the service compiles it):",
+            "",
+            "```sql",
+            scaling["list_sql"],
+            "```",
+            "",
+        ]
     for tasks, plan in scaling.get("explain", {}).items():
-        lines += [f"EXPLAIN (ANALYZE, BUFFERS) of the list query for the user with {tasks} tasks:", "", "```"]
+        lines += [f"EXPLAIN (ANALYZE, BUFFERS) of that statement for the user with {tasks} tasks:", "", "```"]
         lines += plan
         lines += ["```", ""]
     if scaling.get("create_by_rows"):
@@ -117,38 +154,141 @@ def _scaling(scaling: Result) -> list[str]:
     return lines
 
 
+def _network(network: Result) -> list[str]:
+    if not network.get("runs"):
+        return []
+    lines = [
+        f"## Network mode ({network['rtt_ms']:g} ms added per round trip by bench/proxy.py)",
+        "",
+        "Both apps reach PostgreSQL through the delay proxy, which also counts round trips: client bursts the "
+        "server answers (see bench/README.md). Round trips per request are those counts divided by the requests "
+        "served (wrk's completed requests plus the one in flight per connection).",
+        "",
+        "| scenario | conns | service p50 ms | limit p50 ms | p50 ratio | service p99 ms | limit p99 ms "
+        "| service round trips/req | limit round trips/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {p['scenario']} | {p['connections']} | {_ms(p['service_p50_ms'])} | {_ms(p['limit_p50_ms'])} | "
+        f"{_num(p['p50_ratio'], 2)} | {_ms(p['service_p99_ms'])} | {_ms(p['limit_p99_ms'])} | "
+        f"{p['service_round_trips']:.2f} | {p['limit_round_trips']:.2f} |"
+        for p in network_pairs(network)
+    ]
+    lines += [
+        "",
+        "| scenario | conns | target | req/s | p50 ms | p95 ms | p99 ms | errors | non-2xx | round trips/req "
+        "| Sync+Flush+Query/req | measured added delay ms | connections opened | server CPU % | other CPU % |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['scenario']} | {r['connections']} | {r['target']} | {_num(r['rps'])} | {_ms(r['p50_ms'])} | "
+        f"{_ms(r['p95_ms'])} | {_ms(r['p99_ms'])} | {r['errors']} | {r['non2xx']} | "
+        f"{r['round_trips_per_request']:.2f} | {r['answered_messages_per_request']:.2f} | "
+        f"{r['added_delay_ms']:.2f} | {r['connections_opened']} | {_num(r.get('server_cpu_pct'))} | "
+        f"{_num(r.get('other_cpu_pct'))} |"
+        for r in network["runs"]
+    ]
+    return [*lines, ""]
+
+
+# Issue 11's bars, as (what, check on the worst figure) pairs; met only on a shipped-defaults run.
+def _targets(results: Result) -> list[str]:
+    rows: list[tuple[str, str, bool]] = []
+    by_conns: dict[int, list[Result]] = {}
+    for ratio in results["ratios"]:
+        by_conns.setdefault(ratio["connections"], []).append(ratio)
+    for conns, items in sorted(by_conns.items()):
+        bar = 0.65 if conns <= 50 else 0.6
+        worst = min(items, key=lambda r: r["ratio"])
+        rows.append(
+            (
+                f"throughput >= {bar}x the limit, every scenario, {conns} connections",
+                f"{worst['ratio']:.2f} ({worst['scenario']})",
+                worst["ratio"] >= bar,
+            )
+        )
+        tails = [r for r in items if r.get("p99_ratio") is not None]
+        if tails:
+            tail = max(tails, key=lambda r: r["p99_ratio"])
+            rows.append(
+                (
+                    f"p99 <= 1.5x the limit's p99, every scenario, {conns} connections",
+                    f"{tail['p99_ratio']:.2f} ({tail['scenario']})",
+                    tail["p99_ratio"] <= 1.5,
+                )
+            )
+    pairs = network_pairs(results.get("network") or {})
+    if pairs:
+        trips = max(pairs, key=lambda p: p["service_round_trips"])
+        rows.append(
+            (
+                "network mode: 1.0 round trip per request (at most 1.05), every scenario",
+                f"{trips['service_round_trips']:.2f} ({trips['scenario']}, {trips['connections']} conns)",
+                trips["service_round_trips"] <= 1.05,
+            )
+        )
+        single = [p for p in pairs if p["connections"] == 1 and p["p50_ratio"] is not None]
+        if single:
+            slow = max(single, key=lambda p: p["p50_ratio"])
+            rows.append(
+                (
+                    "network mode: p50 at 1 connection <= 1.15x the limit's",
+                    f"{slow['p50_ratio']:.2f} ({slow['scenario']})",
+                    slow["p50_ratio"] <= 1.15,
+                )
+            )
+    runs = [*results["runs"], *(results.get("network") or {}).get("runs", [])]
+    failed = sum(run["errors"] + run["non2xx"] for run in runs)
+    rows.append(("zero errors and zero non-2xx throughout", f"{failed:,}", failed == 0))
+    shipped = results["meta"].get("settings", "shipped defaults") == "shipped defaults"
+    lines = [
+        "## Targets (issue 11: shipped defaults, one pinned worker, ratios against the limit app)",
+        "",
+        *([] if shipped else ["**Tuned run: these figures do not count against the targets.**", ""]),
+        "| target | worst measured | met |",
+        "|---|---:|:---:|",
+    ]
+    lines += [f"| {what} | {worst} | {'yes' if met else '**no**'} |" for what, worst, met in rows]
+    return [*lines, ""]
+
+
 def markdown(results: Result) -> str:
     meta = results["meta"]
     lines = [
         "# todo-api benchmark",
         "",
-        f"{meta['mode']} run, {meta['started']}, {meta['elapsed_s']:.0f} s in all. "
+        f"{meta['mode']} run ({meta.get('settings', 'shipped defaults')}), {meta['started']}, "
+        f"{meta['elapsed_s']:.0f} s in all. "
         f"{meta['duration_s']:g} s per measured run, connections {', '.join(map(str, meta['connections']))}.",
         "",
     ]
     lines += [f"- {note}" for note in meta["notes"]]
-    disturbed = [run for run in results["runs"] if (run.get("other_cpu_pct") or 0) > DISTURBED_PCT]
+    every_run = [*results["runs"], *(results.get("network") or {}).get("runs", [])]
+    disturbed = [run for run in every_run if (run.get("other_cpu_pct") or 0) > DISTURBED_PCT]
     if disturbed:
         worst = max(run["other_cpu_pct"] for run in disturbed)
         lines.append(
             f"- **Warning: other processes used more than {DISTURBED_PCT}% of the machine during {len(disturbed)} "
-            f"of {len(results['runs'])} runs (up to {worst:.0f}%)**: those figures are disturbed; "
+            f"of {len(every_run)} runs (up to {worst:.0f}%)**: those figures are disturbed; "
             "rerun on a quiet machine (column 'other CPU %')."
         )
     lines.append("")
+    lines += _targets(results)
     if results["ratios"]:
         lines += [
-            "## Service ÷ limit (requests/s)",
+            "## Service ÷ limit (requests/s, and p99 as a multiple of the limit's p99 in the same pair of runs)",
             "",
-            "| scenario | conns | service req/s | limit req/s | ratio |",
-            "|---|---:|---:|---:|---:|",
+            "| scenario | conns | service req/s | limit req/s | ratio | service p99 ms | limit p99 ms | p99 ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         lines += [
             f"| {r['scenario']} | {r['connections']} | {_num(r['service_rps'])} | {_num(r['limit_rps'])} | "
-            f"{r['ratio']:.2f} |"
+            f"{r['ratio']:.2f} | {_ms(r.get('service_p99_ms'))} | {_ms(r.get('limit_p99_ms'))} | "
+            f"{_num(r.get('p99_ratio'), 2)} |"
             for r in results["ratios"]
         ]
         lines.append("")
+    lines += _network(results.get("network") or {})
     lines += ["## All runs", "", *_runs_table(results["runs"]), ""]
     tops = [
         run for run in results["runs"] if run.get("top_statements") and run["connections"] == min(meta["connections"])
@@ -174,56 +314,15 @@ def markdown(results: Result) -> str:
     return "\n".join(lines)
 
 
-def chart(results: Result, path: Path) -> None:
-    """Requests/s and p99 per scenario, one column per concurrency, service beside limit."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs: list[Result] = results["runs"]
-    connections: list[int] = results["meta"]["connections"]
-    scenarios = list(dict.fromkeys(run["scenario"] for run in runs))
-    targets = list(dict.fromkeys(run["target"] for run in runs))
-    colors = {"service": "#d9534f", "limit": "#5b8def"}
-    figure, axes = plt.subplots(2, len(connections), figsize=(6 * len(connections), 8), squeeze=False)
-    width = 0.8 / max(len(targets), 1)
-    for column, conns in enumerate(connections):
-        for row, (key, label) in enumerate((("rps", "requests/s"), ("p99_ms", "p99 latency (ms)"))):
-            ax = axes[row][column]
-            for index, target in enumerate(targets):
-                values = []
-                for scenario in scenarios:
-                    run = _find(runs, target, scenario, conns)
-                    values.append(run[key] if run and run[key] is not None else 0.0)
-                positions = [i + (index - (len(targets) - 1) / 2) * width for i in range(len(scenarios))]
-                bars = ax.bar(positions, values, width, label=target, color=colors.get(target))
-                if key == "rps" and target == "service":
-                    labels = []
-                    for scenario in scenarios:
-                        service, limit = _find(runs, "service", scenario, conns), _find(runs, "limit", scenario, conns)
-                        labels.append(
-                            f"{service['rps'] / limit['rps']:.2f}x" if service and limit and limit["rps"] else ""
-                        )
-                    ax.bar_label(bars, labels, fontsize=8)
-            ax.set_xticks(range(len(scenarios)), scenarios, rotation=30)
-            ax.set_ylabel(label)
-            ax.set_title(f"{label}, {conns} connections")
-            ax.grid(axis="y", alpha=0.3)
-            ax.legend()
-    figure.suptitle(f"todo-api: service vs limit app ({results['meta']['mode']} run)")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
 def write(results: Result, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     results["ratios"] = ratios(results["runs"])
     (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (directory / "results.md").write_text(markdown(results))
     if results["runs"]:
-        chart(results, directory / "chart.png")
+        from bench import chart  # matplotlib only when there is something to draw
+
+        chart.draw(results, directory / "chart.png")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.run import wrk_command, wrk_result
+from bench.load import wrk_command, wrk_result
 from bench.seed import mint_token, write_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
