@@ -36,6 +36,10 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "production"] = "development"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # `json`: one JSON object per line (Loki, CloudWatch, Datadog, GCP); `text`: the same fields, readable.
+    log_format: Literal["text", "json"] = "text"
+    # Prometheus metrics at /metrics; off by default (nothing is counted when off).
+    metrics_enabled: bool = False
 
     better_auth_secret: SecretStr | None = None
     better_auth_url: str = "http://localhost:3000"
@@ -76,6 +80,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        """`LOG_LEVEL=debug` means DEBUG."""
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("data_dir")
     @classmethod

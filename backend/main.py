@@ -16,6 +16,7 @@ from backend.config import ConfigError, Settings, load_settings
 from backend.db import Database, open_database, wait_for_database
 from backend.docs import install_docs
 from backend.errors import EDGE_RESPONSES, DatabaseUnavailable, install_error_handlers
+from backend.logs import configure_logging, service_version
 from backend.middleware import EdgeMiddleware
 from backend.routes import tasks
 
@@ -78,10 +79,12 @@ def _operation_id(route: APIRoute) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    configure_logging(settings.log_level)
+    # Here, not at import: uvicorn, `fastapi run` and `python -m backend serve` all build the app
+    # after setting up their own logging, which this replaces.
+    configure_logging(settings.log_level, settings.log_format)
     app = FastAPI(
         title="todo-api",
-        version="1.0.0",
+        version=service_version(),
         summary="Tasks for the Todo app; every /api call needs a Better Auth bearer token.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
@@ -94,7 +97,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.verifier = build_verifier(settings)
 
     install_error_handlers(app)
-    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
+    metrics = None
+    if settings.metrics_enabled:
+        from backend.metrics import Metrics
+
+        metrics = Metrics(database=app.state.database, jwks=app.state.verifier.jwks)
+        app.add_route("/metrics", metrics.endpoint, methods=["GET"], include_in_schema=False)
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     # Outermost, so every answer (413s and 500s included) carries CORS headers the browser needs.
     app.add_middleware(
         CORSMiddleware,
@@ -124,11 +133,6 @@ async def ready(request: Request) -> dict[str, str]:
     except Exception as exc:
         raise DatabaseUnavailable from exc
     return {"status": "ready"}
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("backend").setLevel(level)
 
 
 _app: FastAPI | None = None

@@ -3,37 +3,25 @@
 SQLite runs through the same `crud` statements as PostgreSQL (via SQLAlchemy instead of asyncpg);
 this records what that costs, next to the PostgreSQL figures in bench/results/results.md. It seeds
 through the API itself (there is no COPY into SQLite), so every row is made the way a user makes it.
+The server, pinning and wrk are the PostgreSQL runner's own (bench/processes.py, bench/load.py).
 """
 
 import argparse
 import asyncio
 import os
 import secrets
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
-from bench.load import wrk_command, wrk_result
+from bench.load import run_wrk, shape
+from bench.pg import Counts
+from bench.processes import REPO, Cpus, Server
 from bench.seed import mint_token, write_tokens
 
-ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ("list", "get", "create", "update", "toggle", "mixed")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _pinned(argv: list[str], cpu: int) -> list[str]:
-    return ["taskset", "-c", str(cpu), *argv] if os.cpu_count() and os.cpu_count() >= 2 else argv  # type: ignore[operator]
 
 
 async def _seed(base_url: str, secret: str, users: int, tasks: int) -> dict[str, list[int]]:
@@ -50,13 +38,37 @@ async def _seed(base_url: str, secret: str, users: int, tasks: int) -> dict[str,
     return owned
 
 
-def _wrk(scenario: str, base_url: str, tokens: Path, connections: int, duration: int) -> dict[str, object]:
-    argv = wrk_command("wrk", scenario, base_url, tokens, connections, duration, threads=1)
-    output = subprocess.run(_pinned(argv, 1), capture_output=True, text=True, timeout=duration + 60, check=True)  # noqa: S603
-    data = wrk_result(output.stdout)
-    if data is None:
-        raise RuntimeError(f"wrk {scenario} printed no result: {output.stderr[-1000:]}")
-    return data
+async def _run(args: argparse.Namespace, directory: Path) -> list[str]:
+    secret = secrets.token_urlsafe(32)
+    database = f"sqlite+aiosqlite:///{directory}/bench.sqlite3"
+    env = {
+        **{key: value for key, value in os.environ.items() if key != "PYTHONPATH" and not key.startswith("DB_")},
+        "DATABASE_URL": database,
+        "NEON_DATABASE_URL": database,
+        "BETTER_AUTH_SECRET": secret,
+        "ENVIRONMENT": "development",  # applies the migrations at startup
+        "LOG_LEVEL": "WARNING",
+    }
+    cpus = Cpus.plan(True)
+    server = Server("service", "backend.main:app", env, 1, cpus.server, directory / "service.log")
+    await server.start(cpus)
+    try:
+        tokens = directory / "tokens.tsv"
+        write_tokens(tokens, secret, await _seed(server.url, secret, args.users, args.tasks))
+        rows = []
+        for scenario in SCENARIOS:
+            data = await run_wrk(
+                cpus.prefix(cpus.load), 1, scenario, server.url, tokens, args.connections, args.duration
+            )
+            result = shape("service", 1, scenario, args.connections, data, Counts(None, None, []))
+            rows.append(
+                f"| {scenario} | {args.connections} | {result['rps']:,.0f} | {result['p50_ms']:.1f} "
+                f"| {result['p99_ms']:.1f} | {result['non2xx']} |"
+            )
+            print(rows[-1], flush=True)
+        return rows
+    finally:
+        await server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,49 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=20)
     parser.add_argument("--duration", type=int, default=6)
     parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "sqlite.md")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "sqlite.md")
     args = parser.parse_args(argv)
-
-    secret = secrets.token_urlsafe(32)
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as directory:
-        env = {
-            **os.environ,
-            "DATABASE_URL": f"sqlite+aiosqlite:///{directory}/bench.sqlite3",
-            "NEON_DATABASE_URL": f"sqlite+aiosqlite:///{directory}/bench.sqlite3",
-            "BETTER_AUTH_SECRET": secret,
-            "ENVIRONMENT": "development",  # applies the migrations at startup
-            "LOG_LEVEL": "WARNING",
-        }
-        server_argv = [sys.executable, "-m", "uvicorn", "backend.main:app", "--port", str(port), "--no-access-log"]
-        server = subprocess.Popen(_pinned(server_argv, 0), cwd=ROOT, env=env)  # noqa: S603
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{base_url}/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
-            owned = asyncio.run(_seed(base_url, secret, args.users, args.tasks))
-            tokens = Path(directory) / "tokens.tsv"
-            write_tokens(tokens, secret, owned)
-            rows = []
-            for scenario in SCENARIOS:
-                result = _wrk(scenario, base_url, tokens, args.connections, args.duration)
-                latency = result["latency_us"]
-                assert isinstance(latency, dict)
-                requests = int(str(result["requests"]))
-                seconds = int(str(result["duration_us"])) / 1e6
-                rows.append(
-                    f"| {scenario} | {args.connections} | {requests / seconds:,.0f} | {latency['p50'] / 1000:.1f} "
-                    f"| {latency['p99'] / 1000:.1f} | {result['non2xx']} |"
-                )
-                print(rows[-1], flush=True)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+        rows = asyncio.run(_run(args, Path(directory)))
     args.out.write_text(
         "# The embedded SQLite default\n\n"
         f"`python -m bench.sqlite`: the service on its SQLite default (1 uvicorn worker, pinned to CPU 0; wrk on\n"

@@ -87,6 +87,7 @@ class JWKSCache:
             if self._attempted_at is not None and now - self._attempted_at < self._cooldown_seconds:
                 return
             self._attempted_at = now
+            log.debug("Fetching JWKS from %s (kid %r not cached, or keys older than the cache time)", self.url, kid)
             try:
                 # A client per fetch: fetches are rare (cooldown), and nothing outlives the request.
                 async with httpx.AsyncClient(timeout=self._timeout_seconds, follow_redirects=False) as client:

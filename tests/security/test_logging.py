@@ -1,8 +1,14 @@
 """SC-009: every refusal is logged once, structured, and no credential ever reaches a log line."""
 
+import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from backend.main import create_app
 from tests.conftest import bearer, make_settings
+from tests.support._proc import free_port, port_open, stop_process, wait_until
 from tests.tokens import TEST_SECRET, hs256
 
 pytestmark = pytest.mark.anyio
@@ -30,7 +37,7 @@ async def logged_app(postgres_url: str, caplog: pytest.LogCaptureFixture) -> Asy
 
 
 async def test_refusals_are_logged_once_without_credentials(
-    logged_app: FastAPI, caplog: pytest.LogCaptureFixture
+    logged_app: FastAPI, caplog: pytest.LogCaptureFixture, postgres_url: str
 ) -> None:
     user = f"user-{uuid.uuid4().hex}"
     expired = hs256(user, ttl=-3600)
@@ -66,4 +73,97 @@ async def test_refusals_are_logged_once_without_credentials(
         assert credential not in everything
     for fragment in (expired, forged, valid):
         assert fragment.split(".")[2] not in everything  # not even the signature
-    assert "Database: postgresql+asyncpg://" in everything
+    assert str(make_url(postgres_url).database) in everything  # the startup lines name the database
+
+
+BIN = Path(sys.executable).parent
+# The three ways the README starts the service; logging is set up when the app is built, so it
+# must hold for each (uvicorn and fastapi-cli configure their own logging first).
+STARTS = {
+    "uvicorn": [str(BIN / "uvicorn"), "backend.main:app", "--host", "127.0.0.1", "--port", "{port}"],
+    "fastapi run": [str(BIN / "fastapi"), "run", "--host", "127.0.0.1", "--port", "{port}"],
+    "python -m backend serve": [sys.executable, "-m", "backend", "serve", "--port", "{port}"],
+}
+FORGED = '{"level": "ERROR", "logger": "backend", "message": "forged"}'
+
+
+def run_service(project_root: Path, tmp_path: Path, argv: list[str], **env: str) -> tuple[str, str]:
+    """Start the service as an operator would, send three requests, stop it; (token, its output)."""
+    port = free_port()
+    user = f"user-{uuid.uuid4().hex}"
+    token = hs256(user)
+    environment = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "BETTER_AUTH_SECRET": TEST_SECRET,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'todo.sqlite3'}",
+        **env,
+    }
+    output = tmp_path / "output.log"
+    with output.open("wb") as sink:
+        process = subprocess.Popen(  # noqa: S603 (our own executables)
+            [part.format(port=port) for part in argv], cwd=project_root, env=environment, stdout=sink, stderr=sink
+        )
+        try:
+            assert wait_until(lambda: port_open("127.0.0.1", port) or process.poll() is not None, timeout=60)
+            base = f"http://127.0.0.1:{port}"
+            with httpx.Client(base_url=base, timeout=10) as http:
+                ok = http.get(
+                    f"/api/{user}/tasks?limit=5&access_token={token}",
+                    headers={**bearer(token), "X-Request-ID": "proc-1"},
+                )
+                forged = http.get(
+                    f"/api/{user}%0D%0A{FORGED}/tasks?Token={token}&jwt={token}", headers={"X-Request-ID": "proc-2"}
+                )
+                health = http.get("/health")
+            assert (ok.status_code, forged.status_code, health.status_code) == (200, 401, 200)
+        finally:
+            stop_process(process, signal.SIGINT, timeout=15)
+    return token, output.read_text()
+
+
+def assert_no_credentials(token: str, output: str) -> None:
+    assert token not in output
+    assert token.split(".")[2] not in output
+    assert TEST_SECRET not in output
+
+
+@pytest.mark.parametrize("start", list(STARTS))
+def test_json_logs_carry_no_token_and_cannot_be_forged(project_root: Path, tmp_path: Path, start: str) -> None:
+    token, output = run_service(project_root, tmp_path, STARTS[start], LOG_FORMAT="json")
+    assert_no_credentials(token, output)
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    # fastapi-cli prints its own banner before the app exists; every other line is one JSON object.
+    others = [line for line in output.splitlines() if line.strip() and not line.startswith("{")]
+    assert others == [] or start == "fastapi run", others
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    assert not [line for line in lines if line["logger"] == "uvicorn.access"]
+    assert not [line for line in lines if line["message"] == "forged"]
+    access = [line for line in lines if line["logger"] == "backend.access"]
+    assert [line["request_id"] for line in access][:2] == ["proc-1", "proc-2"]
+    assert len(access) == 3
+    assert access[0]["path"].endswith("?limit=5&access_token=[filtered]")
+    assert access[1]["path"].endswith("/tasks?Token=[filtered]&jwt=[filtered]")
+    assert "\r\n" + FORGED in access[1]["path"]  # the raw bytes, inside one JSON string
+    assert access[0]["status"] == 200
+    assert [line for line in lines if line["logger"] == "backend.startup"]
+
+
+def test_text_logs_keep_each_request_on_one_line(project_root: Path, tmp_path: Path) -> None:
+    token, output = run_service(project_root, tmp_path, STARTS["uvicorn"], LOG_FORMAT="text")
+    assert_no_credentials(token, output)
+    lines = output.splitlines()
+    assert not [line for line in lines if line.startswith("{")]
+    [forged] = [line for line in lines if " backend.access [proc-2] " in line]
+    assert "\\r\\n" + FORGED in forged
+    assert "Token=[filtered]&jwt=[filtered] 401 " in forged
+    [security] = [line for line in lines if " backend.security [proc-2] " in line]
+    assert "\\r\\n" in security
+
+
+def test_no_access_log_switch_silences_ours_too(project_root: Path, tmp_path: Path) -> None:
+    token, output = run_service(project_root, tmp_path, [*STARTS["uvicorn"], "--no-access-log"], LOG_FORMAT="json")
+    assert_no_credentials(token, output)
+    loggers = {json.loads(line)["logger"] for line in output.splitlines()}
+    assert "backend.access" not in loggers
+    assert "backend.security" in loggers
