@@ -196,4 +196,3 @@ def service_version() -> str:
         return version("todo-api")
     except PackageNotFoundError:  # run from a checkout that was never installed
         return "unknown"
-
