@@ -1,5 +1,9 @@
 """Annotated dependency aliases: who is calling, may they use this path, and which database.
 
+What the usual FastAPI names became here: the template's `TokenDep` + `CurrentUser` are the bearer
+check inside `Owner` (`verified_user`), `SessionDep` is `Owner.database`, and the path's owner check
+is `Owner` itself. `TaskId` is a path id.
+
 One dependency per request on purpose: FastAPI's resolution costs tens of microseconds per
 dependency node, and a chain of five (bearer, user, path owner, database, ...) measured ~85 us of a
 ~300 us request (see specs/decisions.md). `Owner` does all three checks in one node, in the
@@ -14,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from backend.auth.jwt import InvalidToken, TokenVerifier
 from backend.db import Database
+from backend.models import DECIMAL
 from backend.security_log import security_event
 
 bearer_scheme = HTTPBearer(
@@ -27,7 +32,18 @@ BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(beare
 
 
 async def verified_user(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
-    """The user id of a valid `Authorization: Bearer` token; query strings and cookies are never read."""
+    """The user id of a valid `Authorization: Bearer` token; query strings and cookies are never read.
+
+    `Authorization` is a singleton field (RFC 9110): with two, which one a proxy or the client
+    meant is ambiguous, so the request is refused rather than the first one silently used.
+    """
+    if len(request.headers.getlist("authorization")) > 1:
+        security_event(request, "bad_request", "more than one Authorization header")
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            detail="Send exactly one Authorization header",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_request"'},
+        )
     if credentials is None:
         security_event(request, "authentication_failed", "missing bearer token")
         raise HTTPException(
@@ -57,7 +73,13 @@ class OwnedPath:
 
 async def owned_path(
     request: Request,
-    user_id: Annotated[str, Path(description="Must equal the token's user id.")],
+    user_id: Annotated[
+        str,
+        Path(
+            description="Must equal the token's user id exactly, percent-encoded as one path segment "
+            "(UTF-8). A user id is 1..255 characters without control characters or '/'.",
+        ),
+    ],
     credentials: BearerCredentials,
 ) -> OwnedPath:
     caller = await verified_user(request, credentials)
@@ -68,4 +90,4 @@ async def owned_path(
 
 
 Owner = Annotated[OwnedPath, Depends(owned_path)]
-TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The task's id.")]
+TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The task's id, a decimal integer."), DECIMAL]

@@ -90,10 +90,20 @@ def describe(exc: BaseException) -> str:
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422 minus the echoed input: it may be huge, private, or not even encodable."""
+    """FastAPI's 422 minus the echoed input (it may be huge, private, or not even encodable), with
+    one entry per problem at a clean `loc`.
+
+    Every input is flat (a body object, path and query values), so a location is at most
+    `[where, field]`: pydantic's deeper parts are validator names (`function-after[...]`,
+    union member tags) that mean nothing to a client, and a union reports one error per member.
+    """
     assert isinstance(exc, RequestValidationError)
-    errors = [{"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]} for error in exc.errors()]
-    return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+    errors: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for error in exc.errors():
+        loc = tuple(error["loc"][:2])
+        if loc not in errors:
+            errors[loc] = {"loc": list(loc), "msg": error["msg"], "type": error["type"]}
+    return JSONResponse({"detail": list(errors.values())}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

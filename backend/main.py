@@ -16,6 +16,7 @@ from backend.config import ConfigError, Settings, load_settings
 from backend.db import Database, open_database, wait_for_database
 from backend.docs import install_docs
 from backend.errors import EDGE_RESPONSES, DatabaseUnavailable, install_error_handlers
+from backend.http import complete_methods
 from backend.logs import configure_logging, service_version
 from backend.middleware import EdgeMiddleware
 from backend.routes import tasks
@@ -91,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served by backend.docs from local assets
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
+        # No 307 to a URL rebuilt from the Host header: /api/u/tasks/ is a plain JSON 404.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.database = open_database(settings)
@@ -118,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_api_route("/health", health, methods=["GET"], tags=["health"], responses=EDGE_RESPONSES)
     app.add_api_route("/ready", ready, methods=["GET"], tags=["health"], responses=EDGE_RESPONSES)
     install_docs(app)
+    complete_methods(app)  # last: HEAD and 405 Allow for every route added above
     return app
 
 

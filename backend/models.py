@@ -1,11 +1,21 @@
 """The Task model family: one table, and the input/output shapes clients may use."""
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, StrictBool, StringConstraints, TypeAdapter, model_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StrictBool,
+    StringConstraints,
+    TypeAdapter,
+)
+from pydantic import Field as PydanticField
+from pydantic_core import PydanticCustomError
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -61,12 +71,40 @@ def _storable(value: str) -> str:
     return value
 
 
+# The OpenAPI states the rules `_storable` and the trimming enforce, as JSON Schema patterns, so a
+# schema-valid request is never refused (schemathesis checks both directions). The whitespace class
+# is Unicode White_Space, exactly what pydantic's strip_whitespace (Rust `str::trim`) removes.
+_WHITE_SPACE = "\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+TITLE_PATTERN = f"^[^\\u0000]*[^\\u0000{_WHITE_SPACE}][^\\u0000]*$"
+
 Title = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX),
     AfterValidator(_storable),
+    PydanticField(description="Trimmed, then 1..200 characters; no NUL.", json_schema_extra={"pattern": TITLE_PATTERN}),
 ]
-Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX), AfterValidator(_storable)]
+Description = Annotated[
+    str,
+    StringConstraints(max_length=DESCRIPTION_MAX),
+    AfterValidator(_storable),
+    PydanticField(description="At most 1000 characters; no NUL.", json_schema_extra={"pattern": NO_NUL_PATTERN}),
+]
+
+_CANONICAL_INTEGER = re.compile(r"0|-?[1-9][0-9]{0,39}")
+
+
+def _canonical_integer(value: object) -> object:
+    """Path and query integers are written one way only: no sign, spaces, "_", ".0" or leading zeros."""
+    if isinstance(value, str) and not _CANONICAL_INTEGER.fullmatch(value):
+        raise PydanticCustomError("int_parsing", "Input should be a decimal integer")
+    return value
+
+
+# For integers in a path or query string: `Annotated[int, <constraints>, DECIMAL]`. The constraints
+# go first: after a before-validator, pydantic writes `ge`/`le` into the JSON schema verbatim
+# instead of `minimum`/`maximum`.
+DECIMAL = BeforeValidator(_canonical_integer)
 
 
 class Task(SQLModel, table=True):
@@ -97,21 +135,23 @@ class TaskCreate(SQLModel):
     completed: StrictBool = False
 
 
+def _unset() -> Any:
+    """The value of a field the client did not send; `changes()` leaves it out."""
+    return None
+
+
 class TaskUpdate(SQLModel):
-    """A partial update: only the fields present are changed; title and completed may not be null."""
+    """A partial update: only the fields present are changed.
+
+    `title` and `completed` are typed without `None` (a null is refused like any other wrong type,
+    with one clean error) and default to an unset None that `changes()` never reports.
+    """
 
     model_config = SQLModelConfig(extra="ignore")
 
-    title: Title | SkipJsonSchema[None] = None
+    title: Title = PydanticField(default_factory=_unset)
     description: Description | None = None
-    completed: StrictBool | SkipJsonSchema[None] = None
-
-    @model_validator(mode="after")
-    def _no_null_required_fields(self) -> "TaskUpdate":
-        for name in ("title", "completed"):
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} may not be null")
-        return self
+    completed: StrictBool = PydanticField(default_factory=_unset)
 
     def changes(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True)

@@ -38,6 +38,21 @@ async def test_no_bearer_token_is_401(client: httpx.AsyncClient, user: str, auth
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
+@pytest.mark.parametrize("second", ["same", "other-user", "garbage"])
+async def test_two_authorization_headers_are_400(client: httpx.AsyncClient, user: str, second: str) -> None:
+    """RFC 9110: Authorization is a singleton field; which of two was meant is ambiguous."""
+    token = hs256(user)
+    other = {"same": token, "other-user": hs256("someone-else"), "garbage": "x"}[second]
+    headers = [("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {other}")]
+    response = await client.get(f"/api/{user}/tasks", headers=headers)
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Send exactly one Authorization header"}
+    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_request"'
+    created = await client.post(f"/api/{user}/tasks", json={"title": "never"}, headers=headers)
+    assert created.status_code == 400
+    assert (await client.get(f"/api/{user}/tasks", headers=bearer(token))).json() == []
+
+
 async def test_invalid_token_is_401_invalid_token(client: httpx.AsyncClient, user: str) -> None:
     response = await client.get(f"/api/{user}/tasks", headers=bearer("not.a.token"))
     assert response.status_code == 401

@@ -1,15 +1,25 @@
 """The six task endpoints under /api/{user_id}/tasks; every one needs the owner's bearer token."""
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend import crud
 from backend.crud import SortField, SortOrder, StatusFilter, TaskRow
 from backend.dependencies import Owner, TaskId
 from backend.errors import AUTH_RESPONSES, EDGE_RESPONSES
-from backend.models import ErrorDetail, TaskCompletion, TaskCreate, TaskRead, TaskUpdate, task_json, tasks_json
+from backend.models import (
+    DECIMAL,
+    ErrorDetail,
+    TaskCompletion,
+    TaskCreate,
+    TaskRead,
+    TaskUpdate,
+    task_json,
+    tasks_json,
+)
 
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 1000
@@ -26,7 +36,14 @@ _listed: dict[int | str, dict[str, Any]] = {
     }
 }
 _created: dict[int | str, dict[str, Any]] = {
-    201: {"headers": {"Location": {"description": "Path of the new task", "schema": {"type": "string"}}}}
+    201: {
+        "headers": {
+            "Location": {
+                "description": "Path of the new task: /api/{user_id}/tasks/{id}, the user id percent-encoded",
+                "schema": {"type": "string"},
+            }
+        }
+    }
 }
 
 router = APIRouter(
@@ -44,14 +61,26 @@ class ListQuery(BaseModel):
     status: StatusFilter = StatusFilter.all
     sort: SortField = SortField.created
     order: SortOrder = SortOrder.desc
-    limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
-    offset: int = Field(default=0, ge=0, le=2**63 - 1)
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE), DECIMAL] = DEFAULT_PAGE_SIZE
+    offset: Annotated[int, Field(ge=0, le=2**63 - 1), DECIMAL] = 0
 
 
 class JSONBytes(Response):
     """A body already encoded by pydantic-core: FastAPI neither validates nor encodes it again."""
 
     media_type = "application/json"
+
+
+def tasks_path(user_id: str) -> str:
+    """`/api/<user id>/tasks/`, the id percent-encoded as one path segment (UTF-8, nothing kept).
+
+    quote() leaves "." alone, and a segment that is "." or ".." is removed by URL normalisation
+    (httpx, browsers) before the request is sent, so those dots are encoded too.
+    """
+    segment = quote(user_id, safe="")
+    if segment in {".", ".."}:
+        segment = segment.replace(".", "%2E")
+    return f"/api/{segment}/tasks/"
 
 
 def _found(task: TaskRow | None) -> JSONBytes:
@@ -77,14 +106,13 @@ async def list_tasks(owner: Owner, query: Annotated[ListQuery, Query()]) -> JSON
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TaskRead, responses=_created)
-async def create_task(
-    owner: Owner,
-    request: Request,
-    data: TaskCreate,
-) -> JSONBytes:
+async def create_task(owner: Owner, data: TaskCreate) -> JSONBytes:
+    """Create a task; `Location` is its path."""
+    # Built before the write: once the task is committed, nothing may fail and hide that it was.
+    prefix = tasks_path(owner.user_id)
     task = await crud.create_task(owner.database, owner.user_id, data)
-    location = request.app.url_path_for("get_task", user_id=owner.user_id, task_id=str(task["id"]))
-    return JSONBytes(task_json(task), status_code=status.HTTP_201_CREATED, headers={"Location": str(location)})
+    location = f"{prefix}{task['id']}"
+    return JSONBytes(task_json(task), status_code=status.HTTP_201_CREATED, headers={"Location": location})
 
 
 @router.get("/{task_id}", response_model=TaskRead, responses=_not_found)

@@ -205,6 +205,15 @@ async def test_list_pages_with_limit_and_offset(client: httpx.AsyncClient, user:
         pytest.param({"limit": 1001}, id="limit-1001"),
         pytest.param({"limit": "many"}, id="limit-text"),
         pytest.param({"offset": -1}, id="offset-negative"),
+        pytest.param({"limit": "3.0"}, id="limit-float"),
+        pytest.param({"limit": "1000.0"}, id="limit-1000.0"),
+        pytest.param({"limit": "+3"}, id="limit-plus"),
+        pytest.param({"limit": "0_3"}, id="limit-underscore"),
+        pytest.param({"limit": " 3 "}, id="limit-spaces"),
+        pytest.param({"limit": "03"}, id="limit-leading-zero"),
+        pytest.param({"offset": "1e3"}, id="offset-exponent"),
+        pytest.param({"offset": "-0"}, id="offset-minus-zero"),
+        pytest.param({"offset": ""}, id="offset-empty"),
         pytest.param({"status": "done"}, id="status-unknown"),
         pytest.param({"sort": "id; drop table task"}, id="sort-unknown"),
         pytest.param({"order": "sideways"}, id="order-unknown"),
@@ -215,6 +224,7 @@ async def test_list_rejects_bad_query(
 ) -> None:
     response = await client.get(f"/api/{user}/tasks", params=params, headers=auth)
     assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [["query", next(iter(params))]]
 
 
 # --- get / update / delete / toggle ---------------------------------------------------------------
@@ -306,6 +316,55 @@ async def test_toggle_flips_and_sets(client: httpx.AsyncClient, user: str, auth:
     assert (await client.patch(url, json={"done": True}, headers=auth)).status_code == 422
 
 
+async def test_toggle_with_json_null_body_flips_like_no_body(
+    client: httpx.AsyncClient, user: str, auth: dict[str, str]
+) -> None:
+    """Documented choice (specs/spec.md): a JSON `null` body means "no body", so it flips."""
+    task = await create(client, user)
+    url = f"/api/{user}/tasks/{task['id']}/complete"
+    headers = {**auth, "Content-Type": "application/json"}
+    assert (await client.patch(url, content=b"null", headers=headers)).json()["completed"] is True
+    assert (await client.patch(url, content=b" null ", headers=headers)).json()["completed"] is False
+
+
+@pytest.mark.parametrize(
+    ("method", "body", "expected"),
+    [
+        pytest.param("POST", {"title": 5}, [(["body", "title"], "string_type")], id="post-title-number"),
+        pytest.param("PUT", {"title": 5}, [(["body", "title"], "string_type")], id="put-title-number"),
+        pytest.param("PUT", {"title": None}, [(["body", "title"], "string_type")], id="put-title-null"),
+        pytest.param("PUT", {"completed": None}, [(["body", "completed"], "bool_type")], id="put-completed-null"),
+        pytest.param("PUT", {"title": ""}, [(["body", "title"], "string_too_short")], id="put-title-empty"),
+        pytest.param("PUT", {"title": "a\x00"}, [(["body", "title"], "value_error")], id="put-title-nul"),
+        pytest.param(
+            "PUT",
+            {"title": 5, "completed": "no"},
+            [(["body", "title"], "string_type"), (["body", "completed"], "bool_type")],
+            id="put-two-problems",
+        ),
+        pytest.param("PATCH", {"completed": "no"}, [(["body", "completed"], "bool_type")], id="patch-completed"),
+        pytest.param("PATCH", {}, [(["body", "completed"], "missing")], id="patch-missing"),
+    ],
+)
+async def test_422_has_one_clean_entry_per_problem(
+    client: httpx.AsyncClient,
+    user: str,
+    auth: dict[str, str],
+    method: str,
+    body: dict[str, Any],
+    expected: list[tuple[list[str], str]],
+) -> None:
+    task = await create(client, user)
+    path = {"POST": f"/api/{user}/tasks", "PUT": f"/api/{user}/tasks/{task['id']}"}.get(
+        method, f"/api/{user}/tasks/{task['id']}/complete"
+    )
+    response = await client.request(method, path, json=body, headers=auth)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert [(error["loc"], error["type"]) for error in detail] == expected
+    assert all(set(error) == {"loc", "msg", "type"} for error in detail)
+
+
 @pytest.mark.parametrize(
     ("method", "suffix", "body"),
     [
@@ -332,7 +391,9 @@ async def test_missing_and_foreign_tasks_are_the_same_404(
     assert (await client.get(f"/api/{bob}/tasks/{bobs['id']}", headers=bearer(hs256(bob)))).json() == bobs
 
 
-@pytest.mark.parametrize("task_id", ["0", "-1", str(2**63), "abc", "1.5"])
+@pytest.mark.parametrize(
+    "task_id", ["0", "-1", str(2**63), "abc", "1.5", "3.0", "+3", "0_3", "03", "%203%20", "3e0", "1" * 41]
+)
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
 async def test_out_of_range_ids_are_422(
     client: httpx.AsyncClient, user: str, auth: dict[str, str], method: str, task_id: str
@@ -341,6 +402,17 @@ async def test_out_of_range_ids_are_422(
     body = {"title": "x"} if method == "PUT" else None
     response = await client.request(method, f"/api/{user}/tasks/{task_id}{suffix}", json=body, headers=auth)
     assert response.status_code == 422
+    assert [error["loc"] for error in response.json()["detail"]] == [["path", "task_id"]]
+
+
+async def test_non_canonical_id_of_an_existing_task_is_422(
+    client: httpx.AsyncClient, user: str, auth: dict[str, str]
+) -> None:
+    """`3.0`, `+3`, `03` never reach task 3: an id is written one way only."""
+    task = await create(client, user)
+    for spelling in (f"{task['id']}.0", f"+{task['id']}", f"0{task['id']}", f"{task['id']}.", f" {task['id']}"):
+        response = await client.get(f"/api/{user}/tasks/{spelling}", headers=auth)
+        assert response.status_code == 422, spelling
 
 
 # --- isolation ------------------------------------------------------------------------------------
