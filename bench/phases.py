@@ -280,6 +280,15 @@ class Bench:
                     self.peak_rps[connections] = max(self.peak_rps.get(connections, 0.0), result["rps"])
                     self.runs.append(result)
 
+    async def _one_connection(self, server: Server, scenario: str, tokens: Path, key: str, value: int) -> Result:
+        """A scaling point: `scenario` at 1 connection (no queueing), labelled `key`=`value`."""
+        result = await self.measure(
+            server, scenario, 1, self.plan.scaling_duration, tokens, load_cpus=self.cpus.load, record=False
+        )
+        latency = f"p50 {result['p50_ms']:.2f}  p99 {result['p99_ms']:.2f} ms"
+        self.log(f"{server.target:7} {scenario:6} {key}={value:<9,} {latency}")
+        return {**brief(result), key: value}
+
     async def list_scaling(self, servers: list[Server]) -> None:
         """Latency of one user's list as that user's task count grows (1 connection, no queueing),
         and the plan PostgreSQL chose for the service's own list statement."""
@@ -289,14 +298,7 @@ class Bench:
         for server in servers:
             for size in self.plan.list_sizes:
                 tokens = self.tokens(f"scale-{size}", dataset.ids[f"scale-{size}"])
-                result = await self.measure(
-                    server, "list", 1, self.plan.scaling_duration, tokens, load_cpus=self.cpus.load, record=False
-                )
-                rows.append({**brief(result), "tasks": size})
-                self.log(
-                    f"{server.target:7} list   tasks={size:<5} p50 {result['p50_ms']:.2f}  "
-                    f"p99 {result['p99_ms']:.2f} ms"
-                )
+                rows.append(await self._one_connection(server, "list", tokens, "tasks", size))
         self.scaling["list_by_size"] = rows
         explain: dict[str, list[str]] = {}
         for size in self.plan.list_sizes:
@@ -320,14 +322,7 @@ class Bench:
                         await self.admin.execute("CHECKPOINT")
                         self.log(f"filled the table to {table_rows:,} rows in {time.monotonic() - started:.1f}s")
                 count = int(await self.admin.fetchval(f"SELECT count(*) FROM {schema.TABLE_NAME}"))  # noqa: S608
-                result = await self.measure(
-                    server, "create", 1, self.plan.scaling_duration, tokens, load_cpus=self.cpus.load, record=False
-                )
-                rows.append({**brief(result), "table_rows": count})
-                self.log(
-                    f"{server.target:7} create rows={count:<9,} p50 {result['p50_ms']:.2f}  "
-                    f"p99 {result['p99_ms']:.2f} ms"
-                )
+                rows.append(await self._one_connection(server, "create", tokens, "table_rows", count))
         self.scaling["create_by_rows"] = rows
 
     async def workers(self, target: str) -> None:

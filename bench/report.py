@@ -97,21 +97,26 @@ def _runs_table(runs: list[Result]) -> list[str]:
     return lines
 
 
+def _one_connection_table(title: str, key: str, rows: list[Result] | None) -> list[str]:
+    """A scaling table: latency at 1 connection (no queueing) as `key` grows."""
+    if not rows:
+        return []
+    lines = [
+        f"### {title} (1 connection)",
+        "",
+        f"| target | {key.replace('_', ' ')} | req/s | p50 ms | p95 ms | p99 ms | non-2xx |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['target']} | {r[key]:,} | {_num(r['rps'])} | {_ms(r['p50_ms'])} | {_ms(r['p95_ms'])} | "
+        f"{_ms(r['p99_ms'])} | {r['non2xx']} |"
+        for r in rows
+    ]
+    return [*lines, ""]
+
+
 def _scaling(scaling: Result) -> list[str]:
-    lines: list[str] = []
-    if scaling.get("list_by_size"):
-        lines += [
-            "### List latency by tasks per user (1 connection)",
-            "",
-            "| target | tasks | req/s | p50 ms | p95 ms | p99 ms | non-2xx |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {r['target']} | {r['tasks']} | {_num(r['rps'])} | {_ms(r['p50_ms'])} | {_ms(r['p95_ms'])} | "
-            f"{_ms(r['p99_ms'])} | {r['non2xx']} |"
-            for r in scaling["list_by_size"]
-        ]
-        lines.append("")
+    lines = _one_connection_table("List latency by tasks per user", "tasks", scaling.get("list_by_size"))
     if scaling.get("list_sql"):
         lines += [
             "The service's own list statement (backend.crud, compiled for asyncpg as the service compiles it):",
@@ -125,19 +130,7 @@ def _scaling(scaling: Result) -> list[str]:
         lines += [f"EXPLAIN (ANALYZE, BUFFERS) of that statement for the user with {tasks} tasks:", "", "```"]
         lines += plan
         lines += ["```", ""]
-    if scaling.get("create_by_rows"):
-        lines += [
-            "### Create latency by table size (1 connection)",
-            "",
-            "| target | rows in table | req/s | p50 ms | p95 ms | p99 ms | non-2xx |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        lines += [
-            f"| {r['target']} | {r['table_rows']:,} | {_num(r['rps'])} | {_ms(r['p50_ms'])} | {_ms(r['p95_ms'])} | "
-            f"{_ms(r['p99_ms'])} | {r['non2xx']} |"
-            for r in scaling["create_by_rows"]
-        ]
-        lines.append("")
+    lines += _one_connection_table("Create latency by table size", "table_rows", scaling.get("create_by_rows"))
     if scaling.get("workers"):
         lines += [
             "### Workers (no pinning: servers, wrk and PostgreSQL share both cores)",
@@ -191,52 +184,32 @@ def _network(network: Result) -> list[str]:
     return [*lines, ""]
 
 
-# Issue 11's bars, as (what, check on the worst figure) pairs; met only on a shipped-defaults run.
+def _worst(what: str, items: list[Result], key: str, bar: float, *, floor: bool = False) -> tuple[str, str, bool]:
+    """The worst of `items` against `bar` (a floor for throughput ratios, else a ceiling)."""
+    worst = (min if floor else max)(items, key=lambda item: item[key])
+    value = worst[key]
+    where = f"{value:.2f} ({worst['scenario']}, {worst['connections']} conns)"
+    return what, where, value >= bar if floor else value <= bar
+
+
 def _targets(results: Result) -> list[str]:
+    """Issue 11's bars against the worst figure of each kind; they count only on a shipped-defaults run."""
     rows: list[tuple[str, str, bool]] = []
     by_conns: dict[int, list[Result]] = {}
     for ratio in results["ratios"]:
         by_conns.setdefault(ratio["connections"], []).append(ratio)
     for conns, items in sorted(by_conns.items()):
         bar = 0.65 if conns <= 50 else 0.6
-        worst = min(items, key=lambda r: r["ratio"])
-        rows.append(
-            (
-                f"throughput >= {bar}x the limit, every scenario, {conns} connections",
-                f"{worst['ratio']:.2f} ({worst['scenario']})",
-                worst["ratio"] >= bar,
-            )
-        )
-        tails = [r for r in items if r.get("p99_ratio") is not None]
+        rows.append(_worst(f"throughput >= {bar}x the limit, {conns} connections", items, "ratio", bar, floor=True))
+        tails = [item for item in items if item.get("p99_ratio") is not None]
         if tails:
-            tail = max(tails, key=lambda r: r["p99_ratio"])
-            rows.append(
-                (
-                    f"p99 <= 1.5x the limit's p99, every scenario, {conns} connections",
-                    f"{tail['p99_ratio']:.2f} ({tail['scenario']})",
-                    tail["p99_ratio"] <= 1.5,
-                )
-            )
+            rows.append(_worst(f"p99 <= 1.5x the limit's p99, {conns} connections", tails, "p99_ratio", 1.5))
     pairs = network_pairs(results.get("network") or {})
     if pairs:
-        trips = max(pairs, key=lambda p: p["service_round_trips"])
-        rows.append(
-            (
-                "network mode: 1.0 round trip per request (at most 1.05), every scenario",
-                f"{trips['service_round_trips']:.2f} ({trips['scenario']}, {trips['connections']} conns)",
-                trips["service_round_trips"] <= 1.05,
-            )
-        )
+        rows.append(_worst("network: 1.0 round trip per request (<= 1.05)", pairs, "service_round_trips", 1.05))
         single = [p for p in pairs if p["connections"] == 1 and p["p50_ratio"] is not None]
         if single:
-            slow = max(single, key=lambda p: p["p50_ratio"])
-            rows.append(
-                (
-                    "network mode: p50 at 1 connection <= 1.15x the limit's",
-                    f"{slow['p50_ratio']:.2f} ({slow['scenario']})",
-                    slow["p50_ratio"] <= 1.15,
-                )
-            )
+            rows.append(_worst("network: p50 at 1 connection <= 1.15x the limit's", single, "p50_ratio", 1.15))
     runs = [*results["runs"], *(results.get("network") or {}).get("runs", [])]
     failed = sum(run["errors"] + run["non2xx"] for run in runs)
     rows.append(("zero errors and zero non-2xx throughout", f"{failed:,}", failed == 0))

@@ -1,6 +1,9 @@
 """The network mode's delay proxy: it must add the round-trip time it claims and count round trips
 exactly, or the benchmark's "round trips per request" would be a guess."""
 
+import asyncio
+import json
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -22,16 +25,11 @@ async def proxy(postgres_url: str) -> AsyncIterator[DelayProxy]:
     await delay_proxy.close()
 
 
-async def _connect(proxy: DelayProxy, postgres_url: str, cache: int) -> asyncpg.Connection:
+async def _connect(port: int, postgres_url: str, cache: int = 100) -> asyncpg.Connection:
     url = make_url(postgres_url)
     # ssl="prefer" sends an SSLRequest first, which the proxy must answer itself.
     return await asyncpg.connect(
-        host="127.0.0.1",
-        port=proxy.ports["app"],
-        user=url.username,
-        database=url.database,
-        statement_cache_size=cache,
-        ssl="prefer",
+        host="127.0.0.1", port=port, user=url.username, database=url.database, statement_cache_size=cache, ssl="prefer"
     )
 
 
@@ -54,37 +52,35 @@ async def _round_trips(proxy: DelayProxy, connection: asyncpg.Connection, querie
     )
 
 
+@pytest.mark.parametrize(
+    ("cache", "per_query"),
+    [
+        # Parse/Describe/Flush, then Bind/Execute/Sync: two answered bursts and two answered messages.
+        pytest.param(0, 2, id="unprepared"),
+        # Bind/Execute/Sync only, once the statement is prepared on the connection.
+        pytest.param(100, 1, id="prepared"),
+    ],
+)
 @pytest.mark.anyio
-async def test_unprepared_statements_cost_two_round_trips(proxy: DelayProxy, postgres_url: str) -> None:
-    connection = await _connect(proxy, postgres_url, cache=0)
+async def test_round_trips_are_counted_exactly(
+    proxy: DelayProxy, postgres_url: str, cache: int, per_query: int
+) -> None:
+    connection = await _connect(proxy.ports["app"], postgres_url, cache)
     try:
+        await connection.fetchval("SELECT $1::int + 1", 0)  # prepared once when the cache is on
         counted, elapsed = await _round_trips(proxy, connection, 10)
     finally:
         await connection.close()
-    # Parse/Describe/Flush, then Bind/Execute/Sync: two answered bursts and two answered messages.
-    assert counted.round_trips == 20
-    assert counted.answered_messages == 20
-    assert elapsed >= 20 * RTT_MS / 1000
+    assert counted.round_trips == 10 * per_query
+    assert counted.answered_messages == 10 * per_query
+    assert elapsed >= 10 * per_query * RTT_MS / 1000
     assert counted.delay_seconds / counted.delayed_chunks >= RTT_MS / 1000 * 0.98
-
-
-@pytest.mark.anyio
-async def test_cached_statements_cost_one_round_trip(proxy: DelayProxy, postgres_url: str) -> None:
-    connection = await _connect(proxy, postgres_url, cache=100)
-    try:
-        await connection.fetchval("SELECT $1::int + 1", 0)  # prepared once
-        counted, elapsed = await _round_trips(proxy, connection, 10)
-    finally:
-        await connection.close()
-    assert counted.round_trips == 10
-    assert counted.answered_messages == 10
-    assert elapsed >= 10 * RTT_MS / 1000
 
 
 @pytest.mark.anyio
 async def test_each_listener_counts_its_own_connections(proxy: DelayProxy, postgres_url: str) -> None:
     await proxy.listen("other")
-    connection = await _connect(proxy, postgres_url, cache=100)
+    connection = await _connect(proxy.ports["app"], postgres_url)
     await connection.close()
     stats = proxy.stats()
     assert stats["app"]["connections"] == 1
@@ -101,10 +97,6 @@ async def test_each_listener_counts_its_own_connections(proxy: DelayProxy, postg
 @pytest.mark.anyio
 async def test_control_port_reports_counters(postgres_url: str) -> None:
     """The runner reads a proxy process's counters through its control port."""
-    import asyncio
-    import json
-    import sys
-
     url = make_url(postgres_url)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -119,9 +111,7 @@ async def test_control_port_reports_counters(postgres_url: str) -> None:
     try:
         assert process.stdout is not None
         ports = json.loads(await asyncio.wait_for(process.stdout.readline(), timeout=30))
-        connection = await asyncpg.connect(
-            host="127.0.0.1", port=ports["listen"]["app"], user=url.username, database=url.database
-        )
+        connection = await _connect(ports["listen"]["app"], postgres_url)
         await connection.fetchval("SELECT 1")
         await connection.close()
         stats = await read_stats(ports["control"])
