@@ -8,6 +8,7 @@ import time
 import jwt
 
 from backend.config import ConfigError, Settings, load_settings
+from backend.logs import service_version
 
 
 def mint_token(settings: Settings, user_id: str, ttl_seconds: int) -> str:
@@ -23,6 +24,7 @@ def mint_token(settings: Settings, user_id: str, ttl_seconds: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"todo-api {service_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="apply pending migrations to the configured database")
     token = commands.add_parser("token", help="print a development bearer token for a user id")

@@ -2,15 +2,18 @@
 
 import json
 import logging
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
 from pydantic import ValidationError
 
-from backend.logs import escape_controls, filter_query, redacted_traceback
+from backend.logs import escape_controls, filter_query, redacted_traceback, service_version
 from backend.main import create_app
 from tests.conftest import bearer, make_settings
 from tests.servers import JWKSServer
@@ -209,3 +212,17 @@ def test_text_format_keeps_the_fields_readable(capsys: pytest.CaptureFixture[str
     logging.getLogger("backend.test").warning("path %s", "/api/u\r\nINFO forged line")
     [line] = capsys.readouterr().err.splitlines()
     assert " WARNING backend.test [-] path /api/u\\r\\nINFO forged line" in line
+
+
+def test_cli_version_and_help_list_every_command(project_root: Path) -> None:
+    def run(*args: str) -> str:
+        result = subprocess.run(  # noqa: S603 (our own module)
+            [sys.executable, "-m", "backend", *args], cwd=project_root, capture_output=True, text=True, check=True
+        )
+        return result.stdout
+
+    assert run("--version").strip() == f"todo-api {service_version()}"
+    assert service_version() == "1.0.0"
+    help_text = run("--help")
+    for command in ("migrate", "token", "serve", "--version"):
+        assert command in help_text
