@@ -22,6 +22,25 @@ def mint_token(settings: Settings, user_id: str, ttl_seconds: int) -> str:
     return jwt.encode(claims, settings.secret, algorithm="HS256")
 
 
+def _migrate(settings: Settings) -> int:
+    """Apply migrations; a database that cannot be used is one line naming the setting, not a traceback."""
+    from backend.database_url import database_url_variable
+    from backend.db import unwrap_unavailable
+    from backend.migrate import upgrade_database
+
+    try:
+        asyncio.run(upgrade_database(settings))
+    except Exception as exc:
+        problem = unwrap_unavailable(exc)
+        if problem is None:
+            raise
+        where = database_url_variable() if settings.database_url is not None else "the embedded SQLite database"
+        print(f"todo-api: {where}: {problem.cause}", file=sys.stderr)
+        return 1
+    print("Migrations applied.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend", description=__doc__)
     parser.add_argument("--version", action="version", version=f"todo-api {service_version()}")
@@ -42,11 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"todo-api: {exc}", file=sys.stderr)
         return 2
     if args.command == "migrate":
-        from backend.migrate import upgrade_database
-
-        asyncio.run(upgrade_database(settings))
-        print("Migrations applied.")
-    elif args.command == "token":
+        return _migrate(settings)
+    if args.command == "token":
         print(mint_token(settings, args.user_id, args.ttl))
     else:
         import uvicorn

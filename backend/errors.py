@@ -1,45 +1,24 @@
 """Turn failures into JSON `{"detail": ...}` answers that leak nothing (no SQL, no driver text)."""
 
 import logging
+import time
+from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backend.db import DatabaseUnavailable
 from backend.models import ErrorDetail
 
 log = logging.getLogger("backend.errors")
 
 RETRY_AFTER_SECONDS = 5
 DATABASE_UNAVAILABLE = "Database unavailable, please retry shortly"
-
-
-class DatabaseUnavailable(Exception):
-    """Raised where a check already knows the database is away (readiness)."""
-
-
-# What "the database is away" looks like from here: refused or dropped connections, timeouts,
-# an exhausted pool. Anything else is a bug and becomes a 500 in the edge middleware.
-UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
-    DatabaseUnavailable,
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    sa_exc.TimeoutError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    # The client's protocol state broke with its connection (e.g. killed mid-message).
-    asyncpg.exceptions.InternalClientError,
-    ConnectionError,
-    TimeoutError,
-    OSError,
-)
+OUTAGE_LOG_INTERVAL_SECONDS = 10.0
 
 
 def _documented(description: str, **headers: str) -> dict[str, Any]:
@@ -65,18 +44,55 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.error(
-        "database unavailable on %s %s: %s",
-        request.method,
-        request.url.path,
-        describe(exc),
-    )
+@dataclass
+class _Window:
+    started: float
+    refused: int
+
+
+class OutageLog:
+    """One log line per distinct cause per interval, not one per refused request.
+
+    An outage refuses every request; a line each would bury the cause. The first request of each
+    interval logs the cause (reason, SQLSTATE, error class, its request id) and how many requests
+    the same cause refused since the previous line.
+    """
+
+    def __init__(self, interval: float = OUTAGE_LOG_INTERVAL_SECONDS) -> None:
+        self.interval = interval
+        self._windows: dict[tuple[str, str | None, str], _Window] = {}
+
+    def refused(self, exc: DatabaseUnavailable, request_id: str) -> None:
+        key = (exc.reason, exc.sqlstate, exc.error)
+        now = time.monotonic()
+        window = self._windows.get(key)
+        if window is not None and now - window.started < self.interval:
+            window.refused += 1
+            return
+        since = window.refused if window is not None else 0
+        self._windows[key] = _Window(now, 1)
+        log.error(
+            "database unavailable: %s sqlstate=%s error=%s request_id=%s refused_since_last_line=%d",
+            exc.cause,
+            exc.sqlstate or "-",
+            exc.error or "-",
+            request_id,
+            since,
+        )
+
+
+def unavailable_response(detail: str = DATABASE_UNAVAILABLE) -> JSONResponse:
     return JSONResponse(
-        {"detail": DATABASE_UNAVAILABLE},
+        {"detail": detail},
         status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DatabaseUnavailable)
+    request.app.state.outage_log.refused(exc, getattr(request.state, "request_id", "-"))
+    return unavailable_response()
 
 
 def describe(exc: BaseException) -> str:
@@ -124,5 +140,5 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for error in UNAVAILABLE_ERRORS:
-        app.add_exception_handler(error, _database_unavailable)
+    app.state.outage_log = OutageLog()
+    app.add_exception_handler(DatabaseUnavailable, _database_unavailable)

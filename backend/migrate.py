@@ -4,11 +4,12 @@ import logging
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.config import BACKEND_DIR, Settings
-from backend.db import create_engine
+from backend.db import SchemaRequirement, create_migration_engine
 
 log = logging.getLogger("backend.migrate")
 
@@ -20,6 +21,14 @@ def alembic_config() -> Config:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("file_template", "%%(year)d_%%(month).2d_%%(day).2d_%%(rev)s_%%(slug)s")
     return config
+
+
+def schema_requirement() -> SchemaRequirement:
+    """The revision this code needs (the migrations' head) and every revision it knows."""
+    scripts = ScriptDirectory.from_config(alembic_config())
+    head = scripts.get_current_head()
+    assert head is not None, "the migrations have a single head"
+    return SchemaRequirement(head=head, known=frozenset(script.revision for script in scripts.walk_revisions()))
 
 
 def upgrade_connection_isolation(engine: AsyncEngine) -> AsyncEngine:
@@ -36,8 +45,12 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
 
 async def upgrade_database(settings: Settings, revision: str = "head") -> None:
-    """Upgrade the configured database through a short-lived engine of its own."""
-    engine = create_engine(settings)
+    """Upgrade the configured database through a short-lived engine of its own.
+
+    A database that cannot be reached raises `DatabaseUnavailable` (possibly wrapped by SQLAlchemy:
+    see `db.unwrap_unavailable`).
+    """
+    engine = create_migration_engine(settings)
     try:
         await upgrade(engine, revision)
     finally:

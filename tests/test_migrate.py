@@ -9,7 +9,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 from sqlmodel import SQLModel
 
-from backend.db import create_engine
+from backend.db import create_migration_engine
 from backend.migrate import alembic_config, upgrade, upgrade_connection_isolation
 from tests.conftest import make_settings
 
@@ -31,7 +31,7 @@ def _describe(connection: Connection) -> dict[str, Any]:
 
 
 async def test_migrated_schema_matches_the_models(database_url: str, app: Any) -> None:
-    engine = create_engine(make_settings(database_url))
+    engine = create_migration_engine(make_settings(database_url))
     async with engine.connect() as connection:
         assert await connection.run_sync(_diff) == []
         schema = await connection.run_sync(_describe)
@@ -54,7 +54,7 @@ def _downgrade_then_upgrade(connection: Connection) -> list[str]:
 
 
 async def test_migrations_reverse_and_reapply(tmp_path: Any) -> None:
-    engine = create_engine(make_settings(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"))
+    engine = create_migration_engine(make_settings(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"))
     await upgrade(engine)
     await upgrade(engine)  # idempotent
     async with upgrade_connection_isolation(engine).connect() as connection:

@@ -29,10 +29,10 @@ def run_on(connection: Connection) -> None:
 
 async def run_on_configured_database() -> None:
     from backend.config import load_settings
-    from backend.db import create_engine
+    from backend.db import create_migration_engine
     from backend.migrate import upgrade_connection_isolation
 
-    engine = create_engine(load_settings())
+    engine = create_migration_engine(load_settings())
     try:
         async with upgrade_connection_isolation(engine).connect() as connection:
             await connection.run_sync(run_on)

@@ -42,4 +42,4 @@ async def test_in_flight_request_finishes_and_pool_is_disposed(
         response = await toggle
     assert response.status_code == 200
     assert response.json()["completed"] is True
-    assert "database pool disposed" in caplog.text
+    assert "database pool closed" in caplog.text
