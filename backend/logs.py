@@ -20,12 +20,15 @@ import traceback
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote_plus
 
 from pythonjsonlogger.json import JsonFormatter
 
 from backend.errors import describe
+
+if TYPE_CHECKING:
+    from backend.config import Settings
 
 LogFormat = Literal["text", "json"]
 
@@ -196,3 +199,33 @@ def service_version() -> str:
         return version("todo-api")
     except PackageNotFoundError:  # run from a checkout that was never installed
         return "unknown"
+
+
+def log_startup_summary(settings: "Settings") -> None:
+    """One INFO line an operator can check a deploy against; names where things are, never secrets."""
+    secret = "generated development secret" if settings.better_auth_secret is None else "BETTER_AUTH_SECRET"
+    fields: dict[str, Any] = {
+        "version": service_version(),
+        "environment": settings.environment,
+        "database": settings.database.display,
+        "pool_size": settings.db_pool_size,
+        "pool_max_overflow": settings.db_max_overflow,
+        "cors_origins": settings.allowed_origins,
+        "token_kinds": [f"HS256 ({secret})", f"JWKS {settings.jwks_url}"],
+        "docs": settings.docs_enabled,
+        "metrics": settings.metrics_enabled,
+        "log_format": settings.log_format,
+    }
+    logging.getLogger("backend.startup").info(
+        "todo-api %s starting: environment=%s database=%s pool=%d+%d cors=%s tokens=%s docs=%s metrics=%s",
+        fields["version"],
+        settings.environment,
+        fields["database"],
+        settings.db_pool_size,
+        settings.db_max_overflow,
+        ",".join(settings.allowed_origins),
+        ", ".join(fields["token_kinds"]),
+        "on" if settings.docs_enabled else "off",
+        "on" if settings.metrics_enabled else "off",
+        extra=fields,
+    )

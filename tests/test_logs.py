@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from pydantic import ValidationError
+from sqlalchemy.engine import make_url
 
 from backend.logs import escape_controls, filter_query, redacted_traceback, service_version
 from backend.main import create_app
@@ -204,6 +205,36 @@ async def test_debug_shows_jwks_fetches(jwks: JWKSServer, caplog: pytest.LogCapt
     assert fetches
     assert key.kid in fetches[0].getMessage()
     assert getattr(fetches[0], "request_id", None) is not None
+
+
+async def test_startup_summary_is_one_line_without_secrets(postgres_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    password = f"pw-{uuid.uuid4().hex}"
+    url = make_url(postgres_url).set(password=password).render_as_string(hide_password=False)
+    app = create_app(make_settings(url, cors_origins="https://a.example,https://b.example", docs_enabled=False))
+    async with app.router.lifespan_context(app):
+        pass
+    [summary] = [record for record in caplog.records if record.name == "backend.startup"]
+    message = summary.getMessage()
+    target = make_url(postgres_url)
+    for expected in (
+        "todo-api 1.0.0",
+        "environment=development",
+        str(target.host),
+        str(target.database),
+        "pool=10+10",
+        "cors=https://a.example,https://b.example",
+        "HS256 (BETTER_AUTH_SECRET)",
+        f"JWKS {app.state.settings.jwks_url}",
+        "docs=off",
+        "metrics=off",
+    ):
+        assert expected in message, expected
+    assert password not in message
+    assert make_settings(url).better_auth_secret.get_secret_value() not in message  # type: ignore[union-attr]
+    assert summary.token_kinds == [  # type: ignore[attr-defined]
+        "HS256 (BETTER_AUTH_SECRET)",
+        f"JWKS {app.state.settings.jwks_url}",
+    ]
 
 
 def test_text_format_keeps_the_fields_readable(capsys: pytest.CaptureFixture[str]) -> None:
