@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from backend.database_url import DatabaseURL, parse_database_url, parse_sqlite
+
 log = logging.getLogger("backend.config")
 
 BACKEND_DIR = Path(__file__).resolve().parent
@@ -65,9 +67,9 @@ class Settings(BaseSettings):
     db_connect_timeout_seconds: float = Field(default=15.0, gt=0)
     db_command_timeout_seconds: float = Field(default=15.0, gt=0)
     db_startup_timeout_seconds: float = Field(default=30.0, ge=0)
-    # asyncpg's prepared statement cache. 0 (default) is safe behind any PgBouncer in transaction
-    # mode; raise it (e.g. 100) on a direct connection, or a pooler with max_prepared_statements.
-    db_statement_cache_size: int = Field(default=0, ge=0)
+    # Prepared statements (one round trip per request): "auto" prepares under process-unique names
+    # and falls back to unnamed statements the first time a pooler loses one; "on"/"off" pin it.
+    db_prepared_statements: Literal["auto", "on", "off"] = "auto"
 
     data_dir: Path = Field(default=DATA_DIR, validation_alias=AliasChoices("TODO_DATA_DIR", "data_dir"))
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -79,6 +81,24 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("environment", "db_prepared_statements", mode="before")
+    @classmethod
+    def _lower_environment(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _blank_url_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _valid_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """Malformed URLs fail here, at load, with a reason that repeats nothing from the URL."""
+        if value is not None:
+            parse_database_url(value.get_secret_value())
         return value
 
     @field_validator("log_level", mode="before")
@@ -122,6 +142,13 @@ class Settings(BaseSettings):
     @property
     def allowed_origins(self) -> list[str]:
         return self.cors_origins or [self.better_auth_url]
+
+    @cached_property
+    def database(self) -> DatabaseURL:
+        """The parsed database URL; the embedded SQLite file when none is configured."""
+        if self.database_url is None:
+            return parse_sqlite(f"sqlite:///{self.data_dir / 'todo.sqlite3'}")
+        return parse_database_url(self.database_url.get_secret_value())
 
     @property
     def jwks_url(self) -> str:
@@ -173,7 +200,11 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         reasons = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {error['msg']}"
+            f"{'.'.join(str(part) for part in error['loc']) or 'settings'}: {_reason(error['msg'])}"
             for error in exc.errors(include_input=False, include_url=False)
         )
         raise ConfigError(f"Invalid configuration: {reasons}") from None
+
+
+def _reason(message: str) -> str:
+    return message.removeprefix("Value error, ")

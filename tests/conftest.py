@@ -23,7 +23,8 @@ from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from backend.config import Settings
-from backend.db import parse_database_url
+from backend.database_url import parse_database_url
+from backend.db import DatabaseUnavailable, connect
 from backend.main import create_app
 from tests.servers import JWKSServer, jwks_server
 from tests.support.pgbouncer import PgBouncer
@@ -46,17 +47,8 @@ def anyio_backend() -> str:
 
 
 async def pg_connect(url: str) -> asyncpg.Connection:
-    """A raw asyncpg connection, through the service's own URL handling (Neon strings work)."""
-    target = parse_database_url(url)
-    return await asyncpg.connect(
-        host=target.url.host,
-        port=target.url.port,
-        user=target.url.username,
-        password=target.url.password,
-        database=target.url.database,
-        ssl=target.connect_args.get("ssl"),
-        timeout=15,
-    )
+    """A raw asyncpg connection, through the service's own connection configuration."""
+    return await connect(parse_database_url(url))
 
 
 def with_database(url: str, database: str) -> str:
@@ -76,7 +68,7 @@ def announce(config: pytest.Config, line: str) -> None:
 async def reachable(url: str) -> bool:
     try:
         connection = await pg_connect(url)
-    except (OSError, asyncpg.PostgresError):
+    except DatabaseUnavailable:
         return False
     await connection.close()
     return True
@@ -126,13 +118,13 @@ async def postgres_url(admin_url: str) -> AsyncIterator[str]:
 @pytest.fixture(scope="session")
 def pgbouncer(postgres_url: str) -> Iterator[PgBouncer]:
     """PgBouncer in transaction mode with a 5-connection server pool in front of the session database."""
-    target = parse_database_url(postgres_url).url
+    target = parse_database_url(postgres_url)
     require_pgbouncer()
     with PgBouncer(
         server_host=target.host or "127.0.0.1",
         server_port=target.port or 5432,
         server_database=target.database or "postgres",
-        users=(target.username or "postgres",),
+        users=(target.user or "postgres",),
         pool_size=5,
     ) as bouncer:
         yield bouncer
