@@ -157,7 +157,9 @@ async def execute(bench: Bench, targets: list[str], scaling: bool, network_mode:
             await bench.create_scaling(servers)
         await asyncio.gather(*(server.stop() for server in servers))
         servers.clear()
-        if network_mode and plan.network_scenarios:
+        if network_mode and plan.network_scenarios and urls.host.startswith("/"):
+            bench.notes.append("Network mode skipped: the delay proxy needs PostgreSQL on TCP, not a socket")
+        elif network_mode and plan.network_scenarios:
             await network(bench, targets)
         if scaling and plan.workers:
             if cluster is not None and cluster.pinned:
