@@ -5,6 +5,11 @@ and missing values; fuzzing phase: `MAX_EXAMPLES` random cases) and sends them i
 as a real user: the path `user_id` is pinned to the token's user, so requests get past the 403 and
 reach validation, the handlers and the database. It runs on every backend of the `app` fixture.
 
+Every schemathesis check is on (`CHECKS`), ST202 (a schema-valid request is never refused) and
+ST205 (405 with `Allow`) included. Schemathesis sends undocumented methods for only one operation
+per path, so `test_undocumented_methods_are_405_with_the_documented_allow` covers every path and
+method deterministically.
+
 Two constraints of schemathesis shape this module:
 - `@schema.parametrize()` needs the schema at collection time, so it is loaded at import, over ASGI,
   from an app built by the same factory; each test first checks that the session app serves exactly
@@ -24,27 +29,18 @@ import pytest
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    ignored_auth,
-    negative_data_rejection,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.checks import CHECKS as REGISTERED_CHECKS
+from schemathesis.checks import CheckFunction, load_all_checks
 from starlette.types import Receive, Scope, Send
 
 from backend.main import create_app
 from tests.conftest import bearer, make_settings
 from tests.tokens import hs256
 
-# The checks this suite promises; anything else schemathesis offers is out of scope here.
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    response_schema_conformance,
-    negative_data_rejection,
-    ignored_auth,
-]
+# Every check schemathesis has, including ST202 (positive_data_acceptance: a schema-valid request
+# is never refused) and ST205 (unsupported_method/allow_header_conformance: a complete `Allow`).
+load_all_checks()  # the registry fills lazily; without this it holds only not_a_server_error
+CHECKS: list[CheckFunction] = [check for check in REGISTERED_CHECKS.get_all() if not isinstance(check, type)]
 # One user for the whole module: the schema (and its pinned `user_id`) is built at import time.
 FUZZ_USER = f"fuzz-{uuid.uuid4().hex}"
 SEEDED_TASKS = 8
@@ -167,3 +163,23 @@ def test_every_task_operation_documents_503_and_413() -> None:
             assert schema_ref == "#/components/schemas/ErrorDetail", (operation_id, code)
     assert {"200", "503"} <= set(operations["ready"]["responses"])
     assert "200" in operations["health"]["responses"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", sorted(schema.raw_schema["paths"]))
+async def test_undocumented_methods_are_405_with_the_documented_allow(client: httpx.AsyncClient, path: str) -> None:
+    """ST205, deterministically: every path answers each method it does not document with 405 and an
+    `Allow` listing exactly its documented methods (plus HEAD where GET is documented)."""
+    documented = {method.upper() for method in schema.raw_schema["paths"][path]}
+    allow = documented | ({"HEAD"} if "GET" in documented else set())
+    url = path.format(user_id=FUZZ_USER, task_id=1)
+    for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "QUERY"} - allow):
+        response = await client.request(method, url, headers=bearer(hs256(FUZZ_USER)))
+        assert response.status_code == 405, (method, path)
+        assert set(response.headers["Allow"].split(", ")) == allow, (method, path)
+
+
+def test_every_schemathesis_check_is_enabled() -> None:
+    names = {getattr(check, "__name__", "") for check in CHECKS}
+    assert {"positive_data_acceptance", "unsupported_method", "allow_header_conformance"} <= names
+    assert len(CHECKS) == len(REGISTERED_CHECKS.get_all())
