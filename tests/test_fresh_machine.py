@@ -5,6 +5,8 @@ must start the embedded server, say so in one line, and pass a PostgreSQL test o
 """
 
 import os
+import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,8 @@ import pytest
 
 from tests.support import tools
 from tests.support._proc import free_port
-from tests.support.tools import embedded_pg_bin_dir, in_ci, missing_tool, pg_has_ssl
+from tests.support.pgcluster import PgCluster
+from tests.support.tools import embedded_pg_bin_dir, in_ci, missing_tool, pg_has_ssl, shareable_pg_bin_dir
 
 
 def test_no_reachable_postgresql_starts_the_embedded_one(project_root: Path) -> None:
@@ -73,3 +76,28 @@ def test_a_missing_tool_fails_in_ci(monkeypatch: pytest.MonkeyPatch, value: str)
 def test_ci_detection(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool) -> None:
     monkeypatch.setenv("CI", value)
     assert in_ci() is expected
+
+
+def test_a_tls_cluster_on_the_embedded_build_asks_for_debians_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    binaries = embedded_pg_bin_dir()
+    assert binaries is not None
+    with pytest.raises(pytest.skip.Exception, match=r"built with TLS is missing: apt-get install postgresql"):
+        PgCluster(ssl=True, bin_dir=binaries)
+
+
+def test_binaries_another_user_cannot_reach_are_copied_where_it_can(tmp_path: Path) -> None:
+    prefix = tmp_path / "private" / "pginstall"  # pytest's tmp dirs are 0700: `postgres` could not enter
+    for part in ("bin", "lib", "share"):
+        (prefix / part).mkdir(parents=True)
+    (prefix / "bin" / "initdb").write_text("#!/bin/sh\n")
+    (prefix / "share" / "postgres.bki").write_text("data\n")
+    copied = shareable_pg_bin_dir(prefix / "bin")
+    try:
+        assert copied != prefix / "bin"
+        assert (copied / "initdb").read_text() == "#!/bin/sh\n"
+        assert (copied.parent / "share" / "postgres.bki").is_file()
+        assert all(part.stat().st_mode & stat.S_IXOTH for part in [copied, *copied.parents])
+        assert shareable_pg_bin_dir(prefix / "bin") == copied  # made once, reused
+    finally:
+        shutil.rmtree(copied.parent, ignore_errors=True)
