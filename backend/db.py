@@ -296,7 +296,8 @@ class Database(abc.ABC):
         """An undefined table or column is an outage while the schema is behind, and a bug otherwise."""
         if self._schema is None:
             return None
-        if time.monotonic() - self._schema_checked_at >= _SCHEMA_RECHECK_SECONDS:
+        # Known good until now: look at once. Known behind: look again at most once a second.
+        if self._schema_problem is None or time.monotonic() - self._schema_checked_at >= _SCHEMA_RECHECK_SECONDS:
             with contextlib.suppress(DatabaseUnavailable):
                 await self.check_schema()
         if self._schema_problem is None:

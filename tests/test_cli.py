@@ -73,3 +73,63 @@ def test_python_dash_m_backend_runs(project_root: Path) -> None:
     assert result.returncode == 0
     assert "migrate" in result.stdout
     assert "token" in result.stdout
+
+
+STARTS = [["-m", "backend", "migrate"], ["-m", "uvicorn", "backend.main:app", "--port", "0"]]
+SECRET_IN_URL = "pw-" + "9f8e7d"  # built at run time: tracebacks would show a literal source line
+
+
+def _run(project_root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("NEON_", "DATABASE_URL", "ENVIRONMENT"))}
+    return subprocess.run(  # noqa: S603  (this interpreter, fixed arguments)
+        [sys.executable, *args],
+        cwd=project_root,
+        env={**clean, "BETTER_AUTH_SECRET": TEST_SECRET, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        f"mysql://u:{SECRET_IN_URL}@h/db",
+        f"postgresql://u:{SECRET_IN_URL}@h:54x32/db",
+        f"postgresql://u:{SECRET_IN_URL}@h/db?sslmode=requir",
+        f"postgresql://u:{SECRET_IN_URL}@ish@h/db",
+    ],
+)
+@pytest.mark.parametrize(
+    "command", [["-m", "backend", "migrate"], ["-m", "uvicorn", "backend.main:app", "--port", "0"]]
+)
+def test_a_malformed_url_is_one_line_naming_the_variable(project_root: Path, url: str, command: list[str]) -> None:
+    result = _run(project_root, {"NEON_DATABASE_URL": url}, *command)
+    assert result.returncode != 0
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("todo-api: Invalid configuration: NEON_DATABASE_URL: ")
+    assert SECRET_IN_URL not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["-m", "backend", "migrate"], ["-m", "uvicorn", "backend.main:app", "--port", "0"]]
+)
+def test_a_missing_database_stops_migrate_and_development_in_one_line(
+    project_root: Path, postgres_url: str, command: list[str]
+) -> None:
+    from tests.conftest import with_database
+
+    url = with_database(postgres_url, "todo_never_created")
+    result = _run(project_root, {"DATABASE_URL": url}, *command)
+    assert result.returncode != 0
+    expected = 'todo-api: DATABASE_URL: database "todo_never_created" does not exist on '
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "retrying" not in result.stderr
+    assert len([line for line in result.stderr.splitlines() if "todo-api: DATABASE_URL" in line]) == 1

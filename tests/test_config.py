@@ -89,3 +89,23 @@ def test_invalid_values_are_reported_without_echoing_them() -> None:
         load_settings(_env_file=None, environment="staging", jwt_leeway_seconds="-5")
     assert "environment" in str(caught.value)
     assert "staging" not in str(caught.value)
+
+
+def test_configuration_values_are_case_insensitive_where_unambiguous(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOG_LEVEL", "warning")
+    monkeypatch.setenv("ENVIRONMENT", "Production")
+    monkeypatch.setenv("DB_PREPARED_STATEMENTS", "Auto")
+    monkeypatch.setenv("NEON_DATABASE_URL", "postgresql://u:p@h/db")
+    settings = load_settings(_env_file=None, better_auth_secret=STRONG)
+    assert (settings.log_level, settings.environment, settings.db_prepared_statements) == (
+        "WARNING",
+        "production",
+        "auto",
+    )
+
+
+def test_the_database_url_is_parsed_once_at_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p%40ss@db.example:6543/tasks?sslmode=require")
+    database = load_settings(_env_file=None).database
+    assert (database.host, database.port, database.password, database.database) == ("db.example", 6543, "p@ss", "tasks")
+    assert database.display == 'database "tasks" on db.example:6543'

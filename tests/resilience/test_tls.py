@@ -2,6 +2,7 @@
 
 import logging
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from backend.lifecycle import StartupAbort
 from backend.main import create_app
 from tests.conftest import make_settings
 from tests.support.pgcluster import PgCluster
@@ -62,6 +64,27 @@ async def test_verify_full_against_the_wrong_ca_is_a_clear_readiness_error(
     assert ready.status_code == 503
     assert "SSLCertVerificationError" in caplog.text
     assert "Starting without the database" in caplog.text
+    assert "did not verify (set sslrootcert to the server's CA, or use sslmode=require)" in caplog.text
+    assert "retrying" not in caplog.text  # a certificate that does not verify will not start to
+
+
+async def test_verify_full_against_the_wrong_ca_stops_development_in_one_line(
+    tls_cluster: PgCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        other = generate_ca(Path(directory), common_name="someone else")
+        url = tls_cluster.url("todo", sslmode="verify-full", sslrootcert=str(other.cert))
+        app = create_app(make_settings(url, db_startup_timeout_seconds=30))
+        started = time.monotonic()
+        with pytest.raises(StartupAbort) as aborted:
+            async with app.router.lifespan_context(app):
+                pass
+    assert time.monotonic() - started < 10  # no 30 s retry loop
+    assert str(aborted.value) == (
+        f"todo-api: NEON_DATABASE_URL: the TLS certificate of 127.0.0.1:{tls_cluster.port} did not verify "
+        "(set sslrootcert to the server's CA, or use sslmode=require)"
+    )
+    assert "retrying" not in caplog.text
 
 
 async def test_plain_connection_to_a_tls_only_server_fails_cleanly(tls_cluster: PgCluster) -> None:

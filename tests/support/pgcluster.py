@@ -73,6 +73,7 @@ class PgCluster:
         settings: Mapping[str, str] | None = None,
         port: int | None = None,
         superuser: str = "postgres",
+        password_auth: bool = False,
         locale: str = "C.UTF-8",
         bin_dir: Path | None = None,
         run_as: str | None = None,
@@ -90,6 +91,7 @@ class PgCluster:
         self._fixed_port = port is not None
         self._port = port or free_port(_HOST)
         self._superuser = superuser
+        self._password_auth = password_auth
         self._locale = locale
         self._timeout = timeout
         self._base: Path | None = None
@@ -311,9 +313,10 @@ class PgCluster:
         return values
 
     def _hba(self) -> str:
-        """Trust everything local; with ssl_only, TCP must use TLS."""
+        """Trust the socket; TCP trusted too, or with password_auth, scram-sha-256; with ssl_only, TLS."""
         tcp = "hostssl" if self._ssl_only else "host"
-        lines = ["local all all trust", f"{tcp} all all {_HOST}/32 trust"]
+        method = "scram-sha-256" if self._password_auth else "trust"
+        lines = ["local all all trust", f"{tcp} all all {_HOST}/32 {method}"]
         if self._ssl_only:
             lines.append(f"hostnossl all all {_HOST}/32 reject")
         return "\n".join(lines) + "\n"
