@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import anyio
 import anyio.abc
@@ -40,6 +41,7 @@ NODE_MODULES = SERVER_DIR / "node_modules"
 _INSTALL_STAMP = NODE_MODULES / ".todo-api-package-lock.sha256"
 
 Alg = Literal["EdDSA", "ES256", "RS256", "PS256", "ES512"]
+CookieCache = Literal["jwt", "compact", "jwe"]
 Via = Literal["cookie", "bearer"]
 
 DEFAULT_PASSWORD = "correct-horse-battery-staple"
@@ -68,6 +70,9 @@ class SessionUser:
     """The signed session token (``set-auth-token`` header); send as ``Authorization: Bearer``."""
     session_cookie: str
     """A ready ``Cookie`` header value (``better-auth.session_token=...``)."""
+    session_data: str | None = None
+    """The ``better-auth.session_data`` cookie's value (the session cookie cache), when enabled:
+    with ``cookie_cache="jwt"`` an HS256 JWT signed with the server's secret."""
 
 
 @dataclass(frozen=True)
@@ -220,12 +225,14 @@ class BetterAuthServer:
         bearer = response.headers.get("set-auth-token")
         if cookie_name is None or not bearer:
             raise BetterAuthError(f"{what}: no session cookie / set-auth-token in the response")
+        data_name = next((name for name in cookies if name.endswith("better-auth.session_data")), None)
         return SessionUser(
             user_id=str(body["user"]["id"]),
             email=email,
             password=password,
             session_token=bearer,
             session_cookie=f"{cookie_name}={cookies[cookie_name]}",
+            session_data=unquote(cookies[data_name]) if data_name else None,
         )
 
     # -- users and sessions -------------------------------------------------------------------
@@ -341,13 +348,17 @@ async def better_auth_server(
     jwt_expiration: str | None = None,
     rotation_interval: int | None = None,
     grace_period: int | None = None,
+    cookie_cache: CookieCache | None = None,
+    cookie_cache_max_age: int | None = None,
     startup_timeout: float = STARTUP_TIMEOUT,
 ) -> AsyncIterator[BetterAuthServer]:
     """Run a real Better Auth server (email+password, ``jwt()`` and ``bearer()`` plugins).
 
     ``jwt_expiration`` is Better Auth's ``expirationTime`` (default ``"15m"``, e.g. ``"2s"``);
     ``rotation_interval``/``grace_period`` (seconds) switch on Better Auth's own time-based
-    key rotation. Raises :class:`BetterAuthUnavailableError` when Node/npm are missing.
+    key rotation. ``cookie_cache`` turns on ``session.cookieCache`` with that strategy (``"jwt"``:
+    the ``better-auth.session_data`` cookie, :attr:`SessionUser.session_data`, is an HS256 JWT
+    signed with ``secret``). Raises :class:`BetterAuthUnavailableError` when Node/npm are missing.
     """
     node = _require("node")
     await ensure_node_modules()
@@ -368,6 +379,8 @@ async def better_auth_server(
         ("JWT_EXPIRATION", jwt_expiration),
         ("JWKS_ROTATION_INTERVAL", rotation_interval),
         ("JWKS_GRACE_PERIOD", grace_period),
+        ("COOKIE_CACHE_STRATEGY", cookie_cache),
+        ("COOKIE_CACHE_MAX_AGE", cookie_cache_max_age),
     ):
         if value is not None:
             env[name] = str(value)

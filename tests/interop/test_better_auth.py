@@ -7,16 +7,24 @@ reason (see tests/interop/betterauth/README.md).
 import time
 from collections.abc import AsyncIterator
 
+import anyio
 import httpx
+import jwt
 import pytest
 from fastapi import FastAPI
 
 from backend.main import create_app
 from tests.conftest import bearer, make_settings
-from tests.interop.betterauth import BetterAuthServer, BetterAuthUnavailableError, better_auth_server
+from tests.interop.betterauth import (
+    DEFAULT_SECRET,
+    BetterAuthServer,
+    BetterAuthUnavailableError,
+    SessionUser,
+    better_auth_server,
+)
 from tests.support import tools
 from tests.support.tools import missing_tool
-from tests.tokens import hs256
+from tests.tokens import TEST_SECRET, hs256
 
 pytestmark = pytest.mark.anyio
 
@@ -125,3 +133,98 @@ async def test_better_auth_down_neither_blocks_hs256_nor_hangs(postgres_url: str
         assert refused.status_code == 401
         assert time.monotonic() - started < 3
         assert (await http.get(path, headers=bearer(hs256(issued.user_id)))).status_code == 200
+
+
+# --- Better Auth's session cookie cache as a bearer token (session.cookieCache strategy "jwt") -------
+
+
+@pytest.fixture
+async def cookie_cache_server() -> AsyncIterator[BetterAuthServer]:
+    try:
+        async with better_auth_server("EdDSA", cookie_cache="jwt") as server:
+            yield server
+    except BetterAuthUnavailableError:
+        missing_tool(*tools.NODE)
+
+
+@pytest.fixture
+async def session_api(cookie_cache_server: BetterAuthServer, postgres_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The service sharing Better Auth's secret, as the HS256 path requires."""
+    app = await _app(cookie_cache_server, postgres_url, better_auth_secret=DEFAULT_SECRET)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        yield http
+
+
+def _session_data(user: SessionUser) -> str:
+    assert user.session_data is not None, "no better-auth.session_data cookie: cookie cache off?"
+    return user.session_data
+
+
+async def test_session_data_cookie_is_an_hs256_jwt_without_sub(cookie_cache_server: BetterAuthServer) -> None:
+    """What the real server puts in the cookie, so the hand-built shape in tests/tokens.py stays honest."""
+    user = await cookie_cache_server.sign_up()
+    token = _session_data(user)
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    claims = jwt.decode(token, DEFAULT_SECRET, algorithms=["HS256"])
+    assert "sub" not in claims
+    assert claims["user"]["id"] == claims["session"]["userId"] == user.user_id
+    assert isinstance(claims["exp"], int)
+    assert isinstance(claims["iat"], int)
+
+
+async def test_session_data_cookie_works_on_every_endpoint(
+    session_api: httpx.AsyncClient, cookie_cache_server: BetterAuthServer
+) -> None:
+    user = await cookie_cache_server.sign_up()
+    await _exercise_every_endpoint(session_api, user.user_id, _session_data(user))
+
+
+async def test_session_data_cookie_after_sign_in_works(
+    session_api: httpx.AsyncClient, cookie_cache_server: BetterAuthServer
+) -> None:
+    signed_up = await cookie_cache_server.sign_up()
+    signed_in = await cookie_cache_server.sign_in(signed_up.email)
+    assert signed_in.user_id == signed_up.user_id
+    response = await session_api.get(f"/api/{signed_in.user_id}/tasks", headers=bearer(_session_data(signed_in)))
+    assert response.status_code == 200, response.text
+
+
+async def test_session_data_cookie_is_only_for_its_user(
+    session_api: httpx.AsyncClient, cookie_cache_server: BetterAuthServer
+) -> None:
+    alice, bob = await cookie_cache_server.sign_up(), await cookie_cache_server.sign_up()
+    response = await session_api.get(f"/api/{bob.user_id}/tasks", headers=bearer(_session_data(alice)))
+    assert response.status_code == 403
+
+
+async def test_session_data_cookie_needs_the_shared_secret(
+    cookie_cache_server: BetterAuthServer, postgres_url: str
+) -> None:
+    user = await cookie_cache_server.sign_up()
+    app = await _app(cookie_cache_server, postgres_url, better_auth_secret=TEST_SECRET)  # not Better Auth's
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        response = await http.get(f"/api/{user.user_id}/tasks", headers=bearer(_session_data(user)))
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+
+
+async def test_expired_session_data_cookie_is_refused(postgres_url: str) -> None:
+    try:
+        async with better_auth_server("EdDSA", cookie_cache="jwt", cookie_cache_max_age=1) as server:
+            user = await server.sign_up()
+            app = await _app(server, postgres_url, better_auth_secret=DEFAULT_SECRET, jwt_leeway_seconds=0)
+    except BetterAuthUnavailableError:
+        missing_tool(*tools.NODE)
+    token = _session_data(user)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        path = f"/api/{user.user_id}/tasks"
+        assert (await http.get(path, headers=bearer(token))).status_code == 200
+        await anyio.sleep(2.1)
+        expired = await http.get(path, headers=bearer(token))
+    assert expired.status_code == 401
+    assert expired.json() == {"detail": "Token has expired"}

@@ -11,6 +11,10 @@
 //   JWT_EXPIRATION          Optional JWT lifetime ("15m" default, e.g. "5s", "1h").
 //   JWKS_ROTATION_INTERVAL  Optional: Better Auth's own time-based rotation (seconds).
 //   JWKS_GRACE_PERIOD       Optional: how long (seconds) an expired key stays in the JWKS.
+//   COOKIE_CACHE_STRATEGY   Optional: "jwt" (or "compact", "jwe") turns on session.cookieCache with
+//                           that strategy; with "jwt" the `better-auth.session_data` cookie is an
+//                           HS256 JWT signed with BETTER_AUTH_SECRET. Default: cookie cache off.
+//   COOKIE_CACHE_MAX_AGE    Optional: cookieCache.maxAge in seconds (Better Auth's default 300).
 //
 // Prints exactly one line "READY <port>" on stdout once it is listening.
 // See README.md for the extra /test/* routes (key rotation).
@@ -73,6 +77,13 @@ const jwtOptions = {
   },
 };
 
+const COOKIE_CACHE_STRATEGIES = new Set(["jwt", "compact", "jwe"]);
+const cookieCacheStrategy = process.env.COOKIE_CACHE_STRATEGY || undefined;
+if (cookieCacheStrategy !== undefined && !COOKIE_CACHE_STRATEGIES.has(cookieCacheStrategy)) {
+  throw new Error(`unsupported COOKIE_CACHE_STRATEGY ${JSON.stringify(cookieCacheStrategy)}`);
+}
+const cookieCacheMaxAge = optionalSeconds("COOKIE_CACHE_MAX_AGE");
+
 const database = new Database(dbPath);
 const authOptions = {
   appName: "todo-api-interop",
@@ -82,6 +93,10 @@ const authOptions = {
   database,
   trustedOrigins: [baseURL],
   emailAndPassword: { enabled: true, autoSignIn: true, requireEmailVerification: false },
+  // The session cookie cache, as a frontend that reads `better-auth.session_data` configures it.
+  ...(cookieCacheStrategy
+    ? { session: { cookieCache: { enabled: true, strategy: cookieCacheStrategy, maxAge: cookieCacheMaxAge } } }
+    : {}),
   // Keep Better Auth's Origin/CSRF checks on even if NODE_ENV=test or TEST=1 is set
   // (Better Auth disables them by default in test mode).
   advanced: { disableOriginCheck: false },
