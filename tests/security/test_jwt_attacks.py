@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from tests.servers import JWKSServer, jwks_server
-from tests.tokens import TEST_SECRET, SigningKey, b64url, hs256
+from tests.tokens import TEST_SECRET, SigningKey, b64url, better_auth_session, hs256, hs256_raw
 
 pytestmark = pytest.mark.anyio
 
@@ -102,6 +102,26 @@ ATTACKS: dict[str, Callable[[World], Attack]] = {
     "token-with-10000-claims": lambda w: w.bearer(
         jwt.encode({**w.claims(), **{f"c{i}": i for i in range(10_000)}}, TEST_SECRET, algorithm="HS256")
     ),
+    "exp-numeric-string": lambda w: w.bearer(hs256(w.user, exp=str(int(time.time()) + 86400))),
+    "exp-boolean": lambda w: w.bearer(hs256(w.user, exp=True)),
+    "exp-10-to-the-400": lambda w: w.bearer(hs256(w.user, exp=10**400)),
+    "exp-1e400-float": lambda w: w.bearer(hs256_raw(f'{{"sub": "{w.user}", "exp": 1e400}}')),
+    "exp-nan": lambda w: w.bearer(hs256_raw(f'{{"sub": "{w.user}", "exp": NaN}}')),
+    "nbf-string": lambda w: w.bearer(w.jwks_token(nbf=str(int(time.time())))),
+    "iat-boolean": lambda w: w.bearer(w.jwks_token(iat=True)),
+    "identity-with-nul": lambda w: w.bearer(hs256(w.user + "\x00")),
+    "identity-with-crlf": lambda w: w.bearer(hs256(w.user + "\r\nX-Injected: 1")),
+    "identity-with-slash": lambda w: w.bearer(hs256(f"{w.user}/x")),
+    "session-shape-mismatched-user": lambda w: w.bearer(better_auth_session(w.user, session_user_id="someone-else")),
+    "session-shape-without-user-id": lambda w: w.bearer(better_auth_session(w.user, user={"email": "a@b.example"})),
+    "session-shape-expired": lambda w: w.bearer(better_auth_session(w.user, ttl=-120)),
+    "session-shape-wrong-secret": lambda w: w.bearer(
+        jwt.encode(
+            {"user": {"id": w.user}, "session": {"userId": w.user}, "exp": int(time.time()) + 60},
+            "another-secret-of-sufficient-length-000000",
+            algorithm="HS256",
+        )
+    ),
     "token-in-query-only": lambda w: Attack(None, params={"access_token": hs256(w.user)}),
     "token-in-cookie-only": lambda w: Attack(None, cookies={"access_token": hs256(w.user)}),
 }
@@ -128,6 +148,10 @@ async def test_attack_is_refused_with_401(client: httpx.AsyncClient, world: Worl
     assert response.status_code == 401, response.text
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert set(response.json()) == {"detail"}
+    if attack.authorization is not None:
+        # A refused token is refused every time: nothing half-checked was remembered as valid.
+        again = await client.get(f"/api/{world.user}/tasks", headers=headers)
+        assert again.status_code == 401
 
 
 ACCEPTED: dict[str, Callable[[World], Attack]] = {
@@ -135,6 +159,7 @@ ACCEPTED: dict[str, Callable[[World], Attack]] = {
     "lowercase-bearer-scheme": lambda w: Attack(f"bearer {hs256(w.user)}"),
     "aud-list-with-ours": lambda w: w.bearer(w.jwks_token(aud=["https://a.example", w.issuer])),
     "numeric-user-id-claim": lambda w: w.bearer(hs256(None, user_id=12345)),
+    "better-auth-session-jwt": lambda w: w.bearer(better_auth_session(w.user)),
 }
 
 

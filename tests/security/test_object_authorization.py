@@ -12,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from backend.routes.tasks import tasks_path
 from tests.conftest import bearer
 from tests.tokens import hs256
 
@@ -86,4 +87,34 @@ async def test_object_level_authorization(
     assert response.status_code == expected, response.text
     assert marker not in response.text
     assert bob not in response.text
+    assert await _rows_of(app, bob) == before
+
+
+@pytest.mark.parametrize(
+    ("alice_id", "bob_id"),
+    [
+        pytest.param("\u00e5lice", "a\u030alice", id="nfc-vs-nfd"),
+        pytest.param("a b", "a%20b", id="space-vs-percent-encoded"),
+        pytest.param("a%2Fb", "a%252Fb", id="encoded-vs-double-encoded"),
+        pytest.param(".", "..", id="dot-vs-dot-dot"),
+        pytest.param("User", "user", id="case"),
+    ],
+)
+async def test_lookalike_ids_are_different_users(
+    app: FastAPI, client: httpx.AsyncClient, alice_id: str, bob_id: str
+) -> None:
+    """Ids are compared exactly, after the path's percent-decoding: lookalikes never share tasks."""
+    suffix = uuid.uuid4().hex
+    alice, bob = (f"{alice_id}{suffix}", f"{bob_id}{suffix}") if alice_id != "." else (alice_id, bob_id)
+    alices, bobs = tasks_path(alice), tasks_path(bob)
+    created = await client.post(bobs.rstrip("/"), json={"title": "bob's"}, headers=bearer(hs256(bob)))
+    assert created.status_code == 201
+    before = await _rows_of(app, bob)
+    task_id = created.json()["id"]
+    for method, rest in (("GET", ""), ("GET", str(task_id)), ("DELETE", str(task_id))):
+        response = await client.request(method, (alices + rest).rstrip("/"), headers=bearer(hs256(alice)))
+        assert response.status_code == (200 if rest == "" else 404)
+        assert "bob's" not in response.text
+        foreign = await client.request(method, (bobs + rest).rstrip("/"), headers=bearer(hs256(alice)))
+        assert foreign.status_code == 403
     assert await _rows_of(app, bob) == before
