@@ -83,6 +83,7 @@ async def owned_path(
     credentials: BearerCredentials,
 ) -> OwnedPath:
     caller = await verified_user(request, credentials)
+    request.state.user_id = caller  # the access log's `user` (verified ids hold no control characters)
     if user_id != caller:
         security_event(request, "authorization_failed", "path user_id is not the token's user")
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="You may only access your own tasks")

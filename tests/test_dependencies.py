@@ -130,3 +130,14 @@ async def test_403_is_decided_before_path_validation(client: httpx.AsyncClient, 
     assert foreign.status_code == 403
     anonymous = await client.get(f"/api/{user}/tasks/not-a-number")
     assert anonymous.status_code == 401
+
+
+async def test_verified_caller_is_recorded_for_the_access_log(
+    client: httpx.AsyncClient, user: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="backend.access"):
+        await client.get(f"/api/{user}/tasks", headers=bearer(hs256(user)))
+        await client.get("/api/someone-else/tasks", headers=bearer(hs256(user)))
+        await client.get(f"/api/{user}/tasks", headers=bearer("garbage"))
+    users = [getattr(record, "user_id", None) for record in caplog.records if record.name == "backend.access"]
+    assert users == [user, user, None]
