@@ -24,8 +24,11 @@ from backend.security_log import security_event
 bearer_scheme = HTTPBearer(
     auto_error=False,
     scheme_name="BetterAuthJWT",
-    description="A Better Auth JWT (HS256 with the shared secret, or the jwt() plugin's token). "
-    "Mint one for development with `python -m backend token <user_id>`.",
+    description="A Better Auth JWT in exactly one `Authorization: Bearer` header: the jwt() plugin's "
+    "token (identity `sub`), the `better-auth.session_data` cookie of `cookieCache` strategy "
+    '"jwt" (identity `user.id`), or an HS256 token signed with the shared secret (identity `sub`, '
+    "`user_id` or `id`). `exp` is required; the identity is 1..255 characters without control "
+    "characters or '/'. Mint one for development with `python -m backend token <user_id>`.",
 )
 
 BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
