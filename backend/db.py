@@ -393,16 +393,10 @@ class PostgresDatabase(Database):
         gate = self._fair_gate()
         retried_lost = retried_unprepared = False
         while True:
-            self._waiting += 1
-            try:
-                async with asyncio.timeout(self._wait_timeout):
-                    await gate.acquire()
-            except TimeoutError:
-                raise DatabaseUnavailable(
-                    f"no pooled connection free within {self._wait_timeout:g} s", error="PoolTimeout"
-                ) from None
-            finally:
-                self._waiting -= 1
+            if gate.locked():
+                await self._wait_for_turn(gate)
+            else:
+                await gate.acquire()  # a free permit and no one queued: taken without suspending
             try:
                 pool = await self._ready_pool()
                 try:
@@ -438,6 +432,19 @@ class PostgresDatabase(Database):
                 raise failure from exc
             finally:
                 gate.release()
+
+    async def _wait_for_turn(self, gate: asyncio.Semaphore) -> None:
+        """Queue behind earlier waiters for at most DB_POOL_TIMEOUT_SECONDS."""
+        self._waiting += 1
+        try:
+            async with asyncio.timeout(self._wait_timeout):
+                await gate.acquire()
+        except TimeoutError:
+            raise DatabaseUnavailable(
+                f"no pooled connection free within {self._wait_timeout:g} s", error="PoolTimeout"
+            ) from None
+        finally:
+            self._waiting -= 1
 
     def _stop_preparing(self) -> None:
         """Replace the pool with one that prepares nothing; the old one closes as its connections return."""
