@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from backend.routes.tasks import tasks_path
-from tests.conftest import bearer
+from tests.support.api import bearer
 from tests.tokens import hs256
 
 pytestmark = pytest.mark.anyio
@@ -118,3 +118,4 @@ async def test_lookalike_ids_are_different_users(
         foreign = await client.request(method, (bobs + rest).rstrip("/"), headers=bearer(hs256(alice)))
         assert foreign.status_code == 403
     assert await _rows_of(app, bob) == before
+    await client.delete(f"{bobs}{task_id}", headers=bearer(hs256(bob)))  # "..": shared by every run
