@@ -14,23 +14,19 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.engine import make_url
 
-from backend.config import Settings
-from backend.database_url import parse_database_url
-from backend.db import DatabaseUnavailable, connect
 from backend.main import create_app
 from tests.servers import JWKSServer, jwks_server
+from tests.support.api import FRONTEND_ORIGIN, bearer, make_settings
+from tests.support.database import fresh_database, reachable, shown
 from tests.support.pgbouncer import PgBouncer
 from tests.support.pgcluster import PgCluster
-from tests.support.tools import EMBEDDED_PACKAGE, embedded_pg_bin_dir, missing_tool, pg_bin_dir, require_pgbouncer
-from tests.tokens import TEST_SECRET, SigningKey, hs256
+from tests.support.tools import EMBEDDED_PACKAGE, announce, embedded_pg_bin_dir, missing_tool, pg_bin_dir
+from tests.tokens import SigningKey, hs256
 
 # Where the suite looks for a running PostgreSQL when TEST_DATABASE_URL is unset. The tests alone
 # read TODO_TEST_PG_PROBE_URL: pointing it at a closed port proves the embedded fallback.
@@ -38,44 +34,11 @@ DEFAULT_ADMIN_URL = os.environ.get("TODO_TEST_PG_PROBE_URL") or "postgresql://po
 # The API suite runs on each: the real server, the same server through PgBouncer in transaction
 # mode (as Neon's pooler), and the embedded SQLite default.
 BACKENDS = ["postgresql", "pgbouncer", "sqlite"]
-FRONTEND_ORIGIN = "http://localhost:3000"
 
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
-
-
-async def pg_connect(url: str) -> asyncpg.Connection:
-    """A raw asyncpg connection, through the service's own connection configuration."""
-    return await connect(parse_database_url(url))
-
-
-def with_database(url: str, database: str) -> str:
-    return make_url(url).set(database=database).render_as_string(hide_password=False)
-
-
-def announce(config: pytest.Config, line: str) -> None:
-    """One line on the terminal, even while pytest captures output."""
-    capture = config.pluginmanager.getplugin("capturemanager")
-    reporter = config.pluginmanager.getplugin("terminalreporter")
-    if capture is None or reporter is None:
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line(line)
-
-
-async def reachable(url: str) -> bool:
-    try:
-        connection = await pg_connect(url)
-    except DatabaseUnavailable:
-        return False
-    await connection.close()
-    return True
-
-
-def shown(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
 
 
 @pytest.fixture(scope="session")
@@ -105,28 +68,14 @@ async def admin_url(pytestconfig: pytest.Config) -> AsyncIterator[str]:
 @pytest.fixture(scope="session")
 async def postgres_url(admin_url: str) -> AsyncIterator[str]:
     """A fresh database on the real server, dropped when the session ends."""
-    name = f"todo_test_{uuid.uuid4().hex[:12]}"
-    admin = await pg_connect(admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield with_database(admin_url, name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with fresh_database(admin_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def pgbouncer(postgres_url: str) -> Iterator[PgBouncer]:
     """PgBouncer in transaction mode with a 5-connection server pool in front of the session database."""
-    target = parse_database_url(postgres_url)
-    require_pgbouncer()
-    with PgBouncer(
-        server_host=target.host or "127.0.0.1",
-        server_port=target.port or 5432,
-        server_database=target.database or "postgres",
-        users=(target.user or "postgres",),
-        pool_size=5,
-    ) as bouncer:
+    with PgBouncer(postgres_url, pool_size=5) as bouncer:
         yield bouncer
 
 
@@ -151,17 +100,6 @@ def eddsa_key(jwks: JWKSServer) -> SigningKey:
     key = SigningKey("EdDSA")
     jwks.keys.append(key.public_jwk)
     return key
-
-
-def make_settings(database_url: str | None, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "_env_file": None,
-        "environment": "development",
-        "better_auth_secret": TEST_SECRET,
-        "database_url": database_url,
-        **overrides,
-    }
-    return Settings(**values)
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
@@ -200,10 +138,6 @@ def new_user() -> Callable[[], str]:
 @pytest.fixture
 def user(new_user: Callable[[], str]) -> str:
     return new_user()
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from backend import cli
 from backend.config import Settings
-from tests.conftest import bearer
+from tests.support.api import bearer
 from tests.tokens import TEST_SECRET
 
 pytestmark = pytest.mark.usefixtures("clean_env")
@@ -123,7 +123,7 @@ def test_a_malformed_url_is_one_line_naming_the_variable(project_root: Path, url
 def test_a_missing_database_stops_migrate_and_development_in_one_line(
     project_root: Path, postgres_url: str, command: list[str]
 ) -> None:
-    from tests.conftest import with_database
+    from tests.support.database import with_database
 
     url = with_database(postgres_url, "todo_never_created")
     result = _run(project_root, {"DATABASE_URL": url}, *command)

@@ -21,7 +21,8 @@ from backend.db import (
     wait_for_database,
 )
 from backend.migrate import upgrade_database
-from tests.conftest import make_settings, pg_connect, with_database
+from tests.support.api import make_settings
+from tests.support.database import fresh_database, pg_connect, with_database
 
 pytestmark = pytest.mark.anyio
 
@@ -200,14 +201,8 @@ async def test_migration_engine_is_pooler_safe(pgbouncer_url: str) -> None:
 
 @pytest.fixture
 async def scratch_database(postgres_url: str) -> AsyncIterator[str]:
-    name = f"todo_scratch_{uuid.uuid4().hex[:10]}"
-    admin = await pg_connect(postgres_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield with_database(postgres_url, name)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with fresh_database(postgres_url) as url:
+        yield url
 
 
 async def test_socket_directory_and_options_are_honoured_by_the_app_and_by_migrate(scratch_database: str) -> None:

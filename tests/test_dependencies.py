@@ -7,8 +7,8 @@ import pytest
 from fastapi import FastAPI
 
 from backend.main import create_app
-from tests.conftest import bearer, make_settings
 from tests.servers import JWKSServer
+from tests.support.api import bearer, make_settings
 from tests.tokens import SigningKey, hs256
 
 pytestmark = pytest.mark.anyio

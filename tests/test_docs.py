@@ -10,8 +10,8 @@ from fastapi import FastAPI
 
 from backend.docs import ASSETS_URL, ERROR_EXAMPLES, REQUEST_EXAMPLES, with_examples
 from backend.main import create_app
-from tests.conftest import bearer, make_settings
 from tests.support._proc import free_port
+from tests.support.api import bearer, make_settings
 from tests.tokens import hs256
 
 pytestmark = pytest.mark.anyio

@@ -16,8 +16,8 @@ from sqlalchemy.engine import make_url
 
 from backend.logs import escape_controls, filter_query, redacted_traceback, service_version
 from backend.main import create_app
-from tests.conftest import bearer, make_settings
 from tests.servers import JWKSServer
+from tests.support.api import bearer, make_settings
 from tests.tokens import SigningKey, hs256
 
 pytestmark = pytest.mark.anyio

@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import httpx
@@ -12,7 +11,8 @@ from fastapi import FastAPI
 import backend.main
 from backend.lifecycle import StartupAbort
 from backend.main import create_app
-from tests.conftest import bearer, make_settings, pg_connect, with_database
+from tests.support.api import bearer, make_settings
+from tests.support.database import fresh_database, pg_connect
 from tests.tokens import hs256
 
 pytestmark = pytest.mark.anyio
@@ -139,20 +139,13 @@ async def test_docs_page_and_switch(client: httpx.AsyncClient, postgres_url: str
 
 async def test_production_never_touches_the_schema(postgres_url: str) -> None:
     """In production the lifespan applies no migrations (the deploy step does)."""
-    fresh = f"todo_prod_{uuid.uuid4().hex[:12]}"
-    admin = await pg_connect(postgres_url)
-    await admin.execute(f'CREATE DATABASE "{fresh}"')
-    try:
-        url = with_database(postgres_url, fresh)
+    async with fresh_database(postgres_url) as url:
         app = create_app(make_settings(url, environment="production", better_auth_secret="p" * 32))
         async with app.router.lifespan_context(app):
             pass
         connection = await pg_connect(url)
         assert await connection.fetchval("SELECT to_regclass('task')") is None
         await connection.close()
-    finally:
-        await admin.execute(f'DROP DATABASE "{fresh}" WITH (FORCE)')
-        await admin.close()
 
 
 def test_app_attribute_is_built_lazily(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from backend.main import create_app
-from tests.conftest import bearer, make_settings
+from tests.support.api import bearer, make_settings
 from tests.tokens import hs256
 
 pytestmark = pytest.mark.anyio

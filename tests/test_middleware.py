@@ -9,8 +9,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.conftest import FRONTEND_ORIGIN
 from tests.servers import serve
+from tests.support.api import FRONTEND_ORIGIN
 
 pytestmark = pytest.mark.anyio
 
@@ -92,7 +92,7 @@ async def test_lying_content_length_never_500s(live_url: str, user: str, auth: d
 
 async def test_unhandled_error_is_a_generic_500(caplog: pytest.LogCaptureFixture) -> None:
     from backend.main import create_app
-    from tests.conftest import make_settings
+    from tests.support.api import make_settings
 
     app = create_app(make_settings(None))
     secret = uuid.uuid4().hex  # at run time: the logged traceback shows source lines, not values

@@ -11,7 +11,7 @@ from sqlmodel import SQLModel
 
 from backend.db import create_migration_engine
 from backend.migrate import alembic_config, upgrade, upgrade_connection_isolation
-from tests.conftest import make_settings
+from tests.support.api import make_settings
 
 pytestmark = pytest.mark.anyio
 

@@ -34,7 +34,7 @@ from schemathesis.checks import CheckFunction, load_all_checks
 from starlette.types import Receive, Scope, Send
 
 from backend.main import create_app
-from tests.conftest import bearer, make_settings
+from tests.support.api import bearer, make_settings
 from tests.tokens import hs256
 
 # Every check schemathesis has, including ST202 (positive_data_acceptance: a schema-valid request

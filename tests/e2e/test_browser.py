@@ -37,10 +37,10 @@ from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
 from backend.main import create_app
-from tests.conftest import make_settings
 from tests.interop.betterauth import BetterAuthUnavailableError, better_auth_server
 from tests.servers import JWKSServer, serve
 from tests.support import tools
+from tests.support.api import make_settings
 from tests.support.tools import missing_tool
 from tests.tokens import hs256
 

@@ -11,8 +11,8 @@ import pytest
 from playwright.async_api import BrowserContext, Request
 
 from backend.main import create_app
-from tests.conftest import make_settings
 from tests.servers import serve
+from tests.support.api import make_settings
 from tests.tokens import hs256
 
 pytestmark = pytest.mark.anyio

@@ -14,7 +14,6 @@ import pytest
 from fastapi import FastAPI
 
 from backend.main import create_app
-from tests.conftest import bearer, make_settings
 from tests.interop.betterauth import (
     DEFAULT_SECRET,
     BetterAuthServer,
@@ -23,6 +22,7 @@ from tests.interop.betterauth import (
     better_auth_server,
 )
 from tests.support import tools
+from tests.support.api import bearer, make_settings
 from tests.support.tools import missing_tool
 from tests.tokens import TEST_SECRET, hs256
 

@@ -21,7 +21,8 @@ from fastapi import FastAPI
 
 from backend.main import create_app
 from backend.migrate import upgrade_database
-from tests.conftest import bearer, make_settings, pg_connect, with_database
+from tests.support.api import bearer, make_settings
+from tests.support.database import execute, fresh_database, pg_connect, with_database
 from tests.support.pgcluster import PgCluster
 from tests.tokens import hs256
 
@@ -137,25 +138,12 @@ def logged(caplog: pytest.LogCaptureFixture, reason: str, sqlstate: str) -> list
 @pytest.fixture
 async def database(postgres_url: str) -> AsyncIterator[str]:
     """A database of its own, migrated, dropped afterwards."""
-    name = f"todo_fault_{uuid.uuid4().hex[:10]}"
-    admin = await pg_connect(postgres_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = with_database(postgres_url, name)
-    await upgrade_database(make_settings(url))
-    try:
+    async with fresh_database(postgres_url, migrated=True) as url:
         yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def _admin(url: str, *statements: str) -> None:
-    connection = await pg_connect(with_database(url, "postgres"))
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
+    await execute(with_database(url, "postgres"), *statements)
 
 
 def _terminate(name: str) -> str:
@@ -187,13 +175,9 @@ async def test_a_missing_database_heals_once_created_and_migrated(
         assert f'database "{name}" does not exist on' in caplog.text
         assert "create the database or fix its name" in caplog.text
         logged(caplog, f'database "{name}" does not exist', "3D000")
-        await _admin(postgres_url, f'CREATE DATABASE "{name}"')
-        try:
-            await upgrade_database(make_settings(url))
+        async with fresh_database(postgres_url, name, migrated=True):
             await api.healthy()
             await api.nothing_lost(url)
-        finally:
-            await _admin(postgres_url, f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 async def test_an_unknown_role_heals_once_created(database: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -215,7 +199,7 @@ async def test_an_unknown_role_heals_once_created(database: str, caplog: pytest.
 @pytest.fixture
 def password_cluster() -> Iterator[PgCluster]:
     with PgCluster(password_auth=True) as server:
-        server.query("ALTER ROLE postgres PASSWORD 'right-password'")
+        server.execute("ALTER ROLE postgres PASSWORD 'right-password'")
         server.create_database("todo")
         yield server
 
@@ -231,7 +215,7 @@ async def test_a_wrong_password_heals_once_the_password_matches(
         logged(caplog, "password authentication failed for user postgres", "28P01")
         assert "wrong-password" not in caplog.text
         assert "check the password" in caplog.text
-        await anyio.to_thread.run_sync(password_cluster.query, "ALTER ROLE postgres PASSWORD 'wrong-password'")
+        await anyio.to_thread.run_sync(password_cluster.execute, "ALTER ROLE postgres PASSWORD 'wrong-password'")
         await api.healthy()
         await api.nothing_lost(wrong)
 
@@ -331,28 +315,20 @@ async def test_killed_connections_during_a_read_load_cost_no_read(database: str)
 async def test_an_unmigrated_production_database_is_not_ready_until_migrated(
     postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    name = f"todo_unmigrated_{uuid.uuid4().hex[:10]}"
-    url = with_database(postgres_url, name)
-    await _admin(postgres_url, f'CREATE DATABASE "{name}"')
-    try:
-        async with serving(url, environment="production") as (_, api):
-            schema_line = [
-                r for r in caplog.records if "database schema is at none, this version needs" in r.getMessage()
-            ]
-            assert len(schema_line) == 1
-            assert schema_line[0].levelno == logging.ERROR
-            assert "run python -m backend migrate" in schema_line[0].getMessage()
-            ready = await api.request("GET", "/ready")
-            assert ready.status_code == 503
-            assert ready.json()["detail"].startswith("database schema is at none, this version needs ")
-            assert await api.every_endpoint(1) == ALL_503
-            await upgrade_database(make_settings(url))
-            # Nothing restarts: /ready compares the schema again while it is not ready.
-            assert (await api.request("GET", "/ready")).status_code == 200
-            await api.healthy()
-            await api.nothing_lost(url)
-    finally:
-        await _admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with fresh_database(postgres_url) as url, serving(url, environment="production") as (_, api):
+        schema_line = [r for r in caplog.records if "database schema is at none, this version needs" in r.getMessage()]
+        assert len(schema_line) == 1
+        assert schema_line[0].levelno == logging.ERROR
+        assert "run python -m backend migrate" in schema_line[0].getMessage()
+        ready = await api.request("GET", "/ready")
+        assert ready.status_code == 503
+        assert ready.json()["detail"].startswith("database schema is at none, this version needs ")
+        assert await api.every_endpoint(1) == ALL_503
+        await upgrade_database(make_settings(url))
+        # Nothing restarts: /ready compares the schema again while it is not ready.
+        assert (await api.request("GET", "/ready")).status_code == 200
+        await api.healthy()
+        await api.nothing_lost(url)
 
 
 async def test_a_schema_behind_is_noticed_by_the_endpoints_too(database: str) -> None:

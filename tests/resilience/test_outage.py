@@ -13,7 +13,8 @@ import pytest
 from fastapi import FastAPI
 
 from backend.main import create_app
-from tests.conftest import bearer, make_settings, pg_connect
+from tests.support.api import bearer, make_settings
+from tests.support.database import pg_connect
 from tests.support.pgcluster import PgCluster
 from tests.tokens import hs256
 

@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from backend.main import create_app
-from tests.conftest import bearer, make_settings
+from tests.support.api import bearer, make_settings
 from tests.support.pgbouncer import PgBouncer
 from tests.tokens import hs256
 

@@ -21,10 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backend.database_url import parse_database_url
-from backend.migrate import upgrade_database
-from tests.conftest import bearer, make_settings, pg_connect, with_database
 from tests.support._proc import free_port, port_open, stop_process, wait_until
+from tests.support.api import bearer
+from tests.support.database import fresh_database, pg_connect
 from tests.support.pgbouncer import PgBouncer
 from tests.tokens import TEST_SECRET, hs256
 
@@ -36,27 +35,12 @@ CONCURRENCY = 12
 
 @pytest.fixture
 async def database(postgres_url: str) -> AsyncIterator[str]:
-    name = f"todo_prepared_{uuid.uuid4().hex[:10]}"
-    admin = await pg_connect(postgres_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    url = with_database(postgres_url, name)
-    await upgrade_database(make_settings(url))
-    try:
+    async with fresh_database(postgres_url, migrated=True) as url:
         yield url
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def _bouncer(database: str, server_connections: int) -> PgBouncer:
-    target = parse_database_url(database)
-    return PgBouncer(
-        server_host=target.host or "127.0.0.1",
-        server_port=target.port or 5432,
-        server_database=target.database or "postgres",
-        users=(target.user or "postgres",),
-        pool_size=server_connections,
-    )
+    return PgBouncer(database, pool_size=server_connections)
 
 
 def _start_service(project_root: Path, url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -8,8 +8,9 @@ import httpx
 import pytest
 
 from backend.main import create_app
-from tests.conftest import bearer, make_settings, pg_connect
 from tests.servers import base_url, running_server
+from tests.support.api import bearer, make_settings
+from tests.support.database import pg_connect
 from tests.tokens import hs256
 
 pytestmark = pytest.mark.anyio

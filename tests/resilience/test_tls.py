@@ -1,27 +1,34 @@
 """TLS as Neon wants it, against a real server with a self-signed certificate."""
 
 import logging
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 from sqlalchemy import text
 
 from backend.lifecycle import StartupAbort
 from backend.main import create_app
-from tests.conftest import make_settings
+from tests.support.api import make_settings
 from tests.support.pgcluster import PgCluster
-from tests.support.tls import generate_ca
 
 pytestmark = pytest.mark.anyio
 
 
+@pytest.fixture
+def wrong_ca_url(tls_cluster: PgCluster, tmp_path: Path) -> str:
+    """verify-full against a CA that did not sign the server's certificate."""
+    other = tmp_path / "someone-else.crt"
+    trustme.CA().cert_pem.write_to_path(other)
+    return tls_cluster.url("todo", sslmode="verify-full", sslrootcert=str(other))
+
+
 @pytest.fixture(scope="module")
 def tls_cluster() -> Iterator[PgCluster]:
-    with PgCluster(ssl=True, ssl_only=True) as server:
+    with PgCluster(ssl=True) as server:
         server.create_database("todo")
         yield server
 
@@ -40,27 +47,23 @@ async def test_sslmode_require_connects_encrypted(tls_cluster: PgCluster) -> Non
 
 
 async def test_verify_full_with_the_right_ca_connects(tls_cluster: PgCluster) -> None:
-    assert tls_cluster.tls is not None
-    url = tls_cluster.url("todo", sslmode="verify-full", sslrootcert=str(tls_cluster.tls.ca.cert))
+    url = tls_cluster.url("todo", sslmode="verify-full", sslrootcert=str(tls_cluster.ca_file))
     assert await _ssl_in_use(url) is True
 
 
 async def test_verify_full_against_the_wrong_ca_is_a_clear_readiness_error(
-    tls_cluster: PgCluster, caplog: pytest.LogCaptureFixture
+    wrong_ca_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        other = generate_ca(Path(directory), common_name="someone else")
-        url = tls_cluster.url("todo", sslmode="verify-full", sslrootcert=str(other.cert))
-        settings = make_settings(
-            url, environment="production", better_auth_secret="s" * 32, db_startup_timeout_seconds=0.5
-        )
-        app = create_app(settings)
-        with caplog.at_level(logging.WARNING):
-            async with (
-                app.router.lifespan_context(app),
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
-            ):
-                ready = await http.get("/ready")
+    settings = make_settings(
+        wrong_ca_url, environment="production", better_auth_secret="s" * 32, db_startup_timeout_seconds=0.5
+    )
+    app = create_app(settings)
+    with caplog.at_level(logging.WARNING):
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+        ):
+            ready = await http.get("/ready")
     assert ready.status_code == 503
     assert "SSLCertVerificationError" in caplog.text
     assert "Starting without the database" in caplog.text
@@ -69,16 +72,13 @@ async def test_verify_full_against_the_wrong_ca_is_a_clear_readiness_error(
 
 
 async def test_verify_full_against_the_wrong_ca_stops_development_in_one_line(
-    tls_cluster: PgCluster, caplog: pytest.LogCaptureFixture
+    tls_cluster: PgCluster, wrong_ca_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        other = generate_ca(Path(directory), common_name="someone else")
-        url = tls_cluster.url("todo", sslmode="verify-full", sslrootcert=str(other.cert))
-        app = create_app(make_settings(url, db_startup_timeout_seconds=30))
-        started = time.monotonic()
-        with pytest.raises(StartupAbort) as aborted:
-            async with app.router.lifespan_context(app):
-                pass
+    app = create_app(make_settings(wrong_ca_url, db_startup_timeout_seconds=30))
+    started = time.monotonic()
+    with pytest.raises(StartupAbort) as aborted:
+        async with app.router.lifespan_context(app):
+            pass
     assert time.monotonic() - started < 10  # no 30 s retry loop
     assert str(aborted.value) == (
         f"todo-api: NEON_DATABASE_URL: the TLS certificate of 127.0.0.1:{tls_cluster.port} did not verify "

@@ -6,8 +6,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.conftest import bearer
 from tests.servers import serve
+from tests.support.api import bearer
 from tests.tokens import hs256
 
 pytestmark = pytest.mark.anyio

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import bearer
+from tests.support.api import bearer
 from tests.tokens import hs256
 
 pytestmark = pytest.mark.anyio

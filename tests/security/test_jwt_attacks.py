@@ -175,7 +175,7 @@ async def test_legitimate_variant_is_accepted(client: httpx.AsyncClient, world: 
 async def test_jku_target_is_never_contacted(user: str, eddsa_key: SigningKey, jwks: JWKSServer) -> None:
     """A token whose jku points at an attacker's JWKS server: that server must see no request."""
     from backend.main import create_app
-    from tests.conftest import make_settings
+    from tests.support.api import make_settings
 
     async with jwks_server() as attacker_keys:
         attacker = SigningKey("EdDSA")

@@ -16,8 +16,8 @@ from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
 from backend.main import create_app
-from tests.conftest import bearer, make_settings
 from tests.support._proc import free_port, port_open, stop_process, wait_until
+from tests.support.api import bearer, make_settings
 from tests.tokens import TEST_SECRET, hs256
 
 pytestmark = pytest.mark.anyio

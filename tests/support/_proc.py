@@ -1,8 +1,7 @@
-"""Process, port and directory helpers shared by the server launchers."""
+"""Processes, ports and private directories, and `Server`: the lifecycle PgCluster and PgBouncer share."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pwd
 import shutil
@@ -11,12 +10,14 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+from types import TracebackType
+from typing import Any, Self
 
 SERVICE_USER = "postgres"
+HOST = "127.0.0.1"
 
 
 @dataclass(frozen=True)
@@ -27,70 +28,44 @@ class RunAs:
     uid: int
     gid: int
 
-    @property
-    def switches(self) -> bool:
-        """True when subprocesses must drop to another user."""
-        return self.user is not None
+    def subprocess_kwargs(self) -> dict[str, Any]:
+        """subprocess keyword arguments that drop privileges to this identity."""
+        if self.user is None:
+            return {}
+        return {"user": self.uid, "group": self.gid, "extra_groups": os.getgrouplist(self.user, self.gid)}
+
+    def chown(self, path: Path) -> None:
+        """Hand files we wrote as root over to the server user."""
+        if self.user is not None:
+            for each in [path, *path.rglob("*")]:
+                os.chown(each, self.uid, self.gid, follow_symlinks=False)
 
 
-def resolve_run_as(user: str | None = None) -> RunAs:
-    """Pick the identity: `user`, else `postgres` when root, else ourselves."""
-    if user is None and os.geteuid() == 0:
-        user = SERVICE_USER
-    if user is None:
+def resolve_run_as() -> RunAs:
+    """`postgres` when root (created if missing), else ourselves."""
+    if os.geteuid() != 0:
         return RunAs(None, os.getuid(), os.getgid())
     try:
-        entry = pwd.getpwnam(user)
+        entry = pwd.getpwnam(SERVICE_USER)
     except KeyError:
-        entry = _create_service_user(user)
-    return RunAs(user, entry.pw_uid, entry.pw_gid)
+        entry = _create_service_user()
+    return RunAs(SERVICE_USER, entry.pw_uid, entry.pw_gid)
 
 
-def _create_service_user(user: str) -> pwd.struct_passwd:
-    """As root on a machine without PostgreSQL's packages, create the system user they would create.
+def _create_service_user() -> pwd.struct_passwd:
+    """On a machine without PostgreSQL's packages, create the system user they would create.
 
-    Only the default `postgres` user, with the flags Debian's postgresql-common uses, so a later
-    `apt-get install postgresql` adopts it.
+    With the flags Debian's postgresql-common uses, so a later `apt-get install postgresql` adopts it.
     """
     useradd = shutil.which("useradd") or shutil.which("useradd", path="/usr/sbin:/sbin")
-    if user != SERVICE_USER or os.geteuid() != 0 or useradd is None:
-        raise RuntimeError(
-            f"OS user {user!r} does not exist; servers cannot run as root "
-            "(apt-get install postgresql creates the 'postgres' user)"
-        )
-    subprocess.run(  # noqa: S603 (fixed argv, no shell)
-        [useradd, "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", user],
-        check=True,
-        capture_output=True,
-        timeout=30,
-        stdin=subprocess.DEVNULL,
-    )
-    return pwd.getpwnam(user)
+    if useradd is None:
+        raise RuntimeError("OS user 'postgres' does not exist and useradd is missing; servers cannot run as root")
+    argv = [useradd, "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVICE_USER]
+    subprocess.run(argv, check=True, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)  # noqa: S603
+    return pwd.getpwnam(SERVICE_USER)
 
 
-def make_private_dir(prefix: str, owner: RunAs) -> Path:
-    """Create a 0700 temp dir owned by `owner` so the server can write it."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    if owner.switches:
-        os.chown(path, owner.uid, owner.gid)
-    return path
-
-
-def chown_tree(path: Path, owner: RunAs) -> None:
-    """Hand files we wrote as root over to the server user."""
-    if not owner.switches:
-        return
-    os.chown(path, owner.uid, owner.gid)
-    for child in path.rglob("*"):
-        os.chown(child, owner.uid, owner.gid, follow_symlinks=False)
-
-
-def remove_dir(path: Path) -> None:
-    """Delete a temp dir without letting cleanup errors hide a test failure."""
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = HOST) -> int:
     """Ask the kernel for an unused port; callers retry if it gets taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -106,56 +81,12 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
-def run(
-    argv: Sequence[str | os.PathLike[str]],
-    *,
-    owner: RunAs,
-    cwd: Path,
-    log: Path,
-    timeout: float,
-) -> None:
-    """Run a tool to completion, output appended to `log` (pipes could hang)."""
-    with log.open("ab") as out:
-        try:
-            proc = subprocess.run(  # noqa: S603 (argv built by us, no shell)
-                [os.fspath(a) for a in argv],
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                check=False,
-                **identity_kwargs(owner),
-            )
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"{argv[0]} timed out after {timeout}s; log {log}:\n{tail(log)}") from None
-    if proc.returncode != 0:
-        raise RuntimeError(f"{Path(os.fspath(argv[0])).name} exited {proc.returncode}; log {log}:\n{tail(log)}")
-
-
-class Identity(TypedDict, total=False):
-    """subprocess keyword arguments selecting the child's uid/gid/groups."""
-
-    user: int
-    group: int
-    extra_groups: list[int]
-
-
-def identity_kwargs(owner: RunAs) -> Identity:
-    """subprocess keyword arguments that drop privileges to `owner`."""
-    if owner.user is None:
-        return {}
-    groups = os.getgrouplist(owner.user, owner.gid)
-    return {"user": owner.uid, "group": owner.gid, "extra_groups": groups}
-
-
 def tail(path: Path, lines: int = 30) -> str:
     """Last lines of a log, for error messages."""
     try:
-        text = path.read_text(errors="replace")
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
@@ -180,16 +111,112 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> Non
         proc.wait(timeout=timeout)
 
 
-def kill_pid(pid: int, sig: int = signal.SIGKILL) -> None:
-    """Signal a pid we started, ignoring one that is already gone."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
+class Server:
+    """One foreground server process in a private temp dir, as a context manager.
 
+    Subclasses say how to set the directory up (`prepare`), what to run (`argv`) and when it serves
+    (`ready`). A first start that loses its port to another process retries on a new one; later
+    starts keep the port, so clients' URLs survive a stop and start.
+    """
 
-def pid_alive(pid: int) -> bool:
-    """True while `pid` runs; a zombie (exited, not yet reaped) counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    name = "server"
+    timeout = 30.0
+    cleanup_signal: int = signal.SIGTERM
+
+    def __init__(self) -> None:
+        self.owner = resolve_run_as()
+        self.port = free_port()
+        self._base: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._served = False
+
+    @property
+    def base_dir(self) -> Path:
+        """The private temp dir (0700, owned by the server user)."""
+        if self._base is None:
+            raise RuntimeError(f"{self.name} not started")
+        return self._base
+
+    @property
+    def pid(self) -> int | None:
+        """The running process's id."""
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def log_file(self) -> Path:
+        """Everything the process wrote to stdout and stderr."""
+        return self.base_dir / f"{self.name}.log"
+
+    def prepare(self) -> None:
+        """Write what the first start needs into `base_dir`."""
+
+    def argv(self) -> list[str]:
+        """The command line, in the foreground."""
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        """True once the process serves clients."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Launch and wait until `ready`; a clear error with the log's tail if it never is."""
+        if self._proc is not None:
+            return
+        if self._base is None:
+            self._base = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
+            self.owner.chown(self._base)
+            self.prepare()
+            self.owner.chown(self._base)
+        for _ in range(3):
+            logged = self.log_file.stat().st_size if self.log_file.exists() else 0
+            if self._launch():
+                self._served = True
+                return
+            lost_port = b"Address already in use" in self.log_file.read_bytes()[logged:]
+            if self._served or not lost_port:
+                break
+            self.port = free_port()
+        raise RuntimeError(f"{self.name} failed to start; log {self.log_file}:\n{tail(self.log_file)}")
+
+    def _launch(self) -> bool:
+        """Start the process; True once it is `ready`, else it is killed."""
+        with self.log_file.open("ab") as log:
+            self._proc = proc = subprocess.Popen(  # noqa: S603 (argv built by us, no shell)
+                self.argv(),
+                cwd=self.base_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                **self.owner.subprocess_kwargs(),
+            )
+        if wait_until(lambda: proc.poll() is not None or self.ready(), self.timeout) and proc.poll() is None:
+            return True
+        self.halt(signal.SIGKILL)
         return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+    def halt(self, sig: int) -> None:
+        """Send `sig` and wait for the exit (SIGKILL if it lingers)."""
+        if self._proc is not None:
+            stop_process(self._proc, sig, self.timeout)
+            self._proc = None
+
+    def cleanup(self) -> None:
+        """Stop and delete every file; safe to call twice."""
+        try:
+            self.halt(self.cleanup_signal)
+        finally:
+            if self._base is not None:
+                shutil.rmtree(self._base, ignore_errors=True)
+                self._base = None
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.cleanup()

@@ -43,6 +43,15 @@ def missing_tool(what: str, how: str) -> NoReturn:
     pytest.skip(reason)
 
 
+def announce(config: pytest.Config, line: str) -> None:
+    """One line on the terminal, even while pytest captures output."""
+    capture = config.pluginmanager.getplugin("capturemanager")
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if capture is not None and reporter is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(line)
+
+
 def debian_pg_bin_dir() -> Path | None:
     """Newest /usr/lib/postgresql/N/bin holding initdb (Debian's postgresql package)."""
     candidates = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb") if p.parent.parent.name.isdigit()]
@@ -122,19 +131,3 @@ def shareable_pg_bin_dir(bin_dir: Path) -> Path:
         except OSError:  # another run put its copy in place first
             shutil.rmtree(staging, ignore_errors=True)
     return target / "bin"
-
-
-__all__ = [
-    "CHROMIUM",
-    "EMBEDDED_PACKAGE",
-    "NODE",
-    "debian_pg_bin_dir",
-    "embedded_pg_bin_dir",
-    "in_ci",
-    "missing_tool",
-    "pg_bin_dir",
-    "pg_has_ssl",
-    "pgbouncer_binary",
-    "require_pgbouncer",
-    "shareable_pg_bin_dir",
-]
