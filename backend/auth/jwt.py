@@ -282,6 +282,11 @@ def _hs256_identity(claims: dict[str, Any]) -> str:
     return user_id
 
 
+def check_user_id(value: object) -> str:
+    """`value` if a token may carry it as its identity here; else InvalidToken saying why (for tools)."""
+    return _identity(value, "user id")
+
+
 def _identity(value: object, name: str) -> str:
     """A usable user id: a non-empty string of at most 255 characters that a URL path can carry."""
     if not isinstance(value, str) or not value:

@@ -10,7 +10,7 @@ from typing import Any
 import jwt
 import pytest
 
-from backend.auth.jwt import MAX_TOKEN_LENGTH, InvalidToken, JWKSCache, TokenPolicy, TokenVerifier
+from backend.auth.jwt import MAX_TOKEN_LENGTH, InvalidToken, JWKSCache, TokenPolicy, TokenVerifier, check_user_id
 from tests.servers import JWKSServer, jwks_server
 from tests.tokens import TEST_SECRET, SigningKey, b64url, better_auth_session, hs256, hs256_raw
 
@@ -473,3 +473,10 @@ async def test_refused_tokens_are_not_remembered(verifier: TokenVerifier) -> Non
     for _ in range(2):
         await refused(verifier, bad)
     assert bad not in verifier._verified
+
+
+def test_check_user_id_applies_the_token_rules() -> None:
+    assert check_user_id("用户") == "用户"
+    for bad in ("", "a/b", "a\nb", "x" * 256, 42):
+        with pytest.raises(InvalidToken):
+            check_user_id(bad)
