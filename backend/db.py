@@ -402,6 +402,8 @@ class PostgresDatabase(Database):
                 try:
                     connection = await pool.acquire()
                 except Exception as exc:
+                    if pool is not self._pool:
+                        continue  # retired by the prepared-statement fallback while we waited: use the new one
                     raise connect_failure(exc, self.url) from exc
                 try:
                     return [dict(record) for record in await connection.fetch(sql, *args)]
