@@ -63,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         return _migrate(settings)
     if args.command == "token":
+        from backend.auth.jwt import InvalidToken, check_user_id
+
+        try:
+            check_user_id(args.user_id)
+        except InvalidToken as exc:
+            print(f"todo-api: {exc.reason}: the API would refuse this user id", file=sys.stderr)
+            return 2
         print(mint_token(settings, args.user_id, args.ttl))
     else:
         import uvicorn

@@ -133,3 +133,11 @@ def test_a_missing_database_stops_migrate_and_development_in_one_line(
     assert "Traceback" not in result.stderr
     assert "retrying" not in result.stderr
     assert len([line for line in result.stderr.splitlines() if "todo-api: DATABASE_URL" in line]) == 1
+
+
+@pytest.mark.parametrize("user_id", ["a/b", "line\nbreak", "x" * 256])
+def test_cli_token_refuses_ids_the_api_would_refuse(user_id: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["token", user_id]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "the API would refuse this user id" in captured.err

@@ -1,12 +1,15 @@
 """Prometheus metrics (backend/metrics.py): off by default, route templates and statuses when on."""
 
+import time
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from backend.main import create_app
+from tests.servers import JWKSServer
 from tests.support.api import bearer, make_settings
-from tests.tokens import hs256
+from tests.tokens import SigningKey, hs256
 
 pytestmark = pytest.mark.anyio
 
@@ -75,3 +78,17 @@ async def test_database_outages_are_counted() -> None:
         assert (await http.get("/api/u/tasks", headers=bearer(hs256("u", secret="p" * 32)))).status_code == 503
         values = samples((await http.get("/metrics")).text)
     assert values[("todo_database_unavailable_total", ())] == 2
+
+
+async def test_jwks_fetches_are_counted_by_outcome(postgres_url: str, jwks: JWKSServer, eddsa_key: SigningKey) -> None:
+    app = create_app(make_settings(postgres_url, metrics_enabled=True, better_auth_url=jwks.url))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        now = int(time.time())
+        token = eddsa_key.sign({"sub": "jwks-m", "iss": jwks.url, "aud": jwks.url, "iat": now, "exp": now + 60})
+        assert (await http.get("/api/jwks-m/tasks", headers=bearer(token))).status_code == 200
+        values = samples((await http.get("/metrics")).text)
+    assert values[("todo_jwks_fetches_total", (("outcome", "ok"),))] == 1
+    assert values[("todo_jwks_fetches_total", (("outcome", "failed"),))] == 0

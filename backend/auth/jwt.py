@@ -67,6 +67,7 @@ class JWKSCache:
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
         self._lock = asyncio.Lock()
+        self.fetches = {"ok": 0, "failed": 0}  # read by the metrics
 
     async def key(self, kid: str, algorithm: str) -> jwt.PyJWK:
         if kid not in self._keys or self._is_stale():
@@ -101,7 +102,9 @@ class JWKSCache:
                     type(exc).__name__,
                     len(self._keys),
                 )
+                self.fetches["failed"] += 1
                 return
+            self.fetches["ok"] += 1
             self._keys = keys
             self._built = {}
             self._fetched_at = now
