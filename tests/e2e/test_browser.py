@@ -40,14 +40,14 @@ from backend.main import create_app
 from tests.interop.betterauth import BetterAuthUnavailableError, better_auth_server
 from tests.servers import JWKSServer, serve
 from tests.support import tools
-from tests.support.api import make_settings
+from tests.support.api import TASK_KEYS, make_settings
 from tests.support.tools import missing_tool
 from tests.tokens import hs256
 
 pytestmark = pytest.mark.anyio
 
 PAGE_HTML = Path(__file__).with_name("client.html")
-TASK_KEYS = {"id", "user_id", "title", "description", "completed", "created_at", "updated_at"}
+
 Credentials = Literal["same-origin", "include"]
 Result = dict[str, Any]
 

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from backend.main import create_app
 from backend.migrate import upgrade_database
-from tests.support.api import bearer, make_settings
+from tests.support.api import ENDPOINTS, bearer, make_settings
 from tests.support.database import execute, fresh_database, pg_connect, with_database
 from tests.support.pgcluster import PgCluster
 from tests.tokens import hs256
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.anyio
 
 TIMEOUT = 2.0
 UNAVAILABLE = {"detail": "Database unavailable, please retry shortly"}
-TASK_ENDPOINTS = ("list", "create", "get", "update", "toggle", "delete")
+TASK_ENDPOINTS = [endpoint.name for endpoint in ENDPOINTS]
 ALL_503 = dict.fromkeys((*TASK_ENDPOINTS, "ready"), 503)
 
 
@@ -63,15 +63,8 @@ class Api:
 
     async def every_endpoint(self, task_id: int) -> dict[str, int]:
         """Status of each task endpoint (delete last, so the others still find the task) and /ready."""
-        calls = {
-            "list": ("GET", self.base, None),
-            "create": ("POST", self.base, {"title": "during"}),
-            "get": ("GET", f"{self.base}/{task_id}", None),
-            "update": ("PUT", f"{self.base}/{task_id}", {"title": "renamed"}),
-            "toggle": ("PATCH", f"{self.base}/{task_id}/complete", None),
-            "delete": ("DELETE", f"{self.base}/{task_id}", None),
-            "ready": ("GET", "/ready", None),
-        }
+        calls = {e.name: (e.method, e.path(self.user, task_id), e.body) for e in ENDPOINTS}
+        calls["ready"] = ("GET", "/ready", None)
         statuses = {}
         for name, (method, path, body) in calls.items():
             response = await self.request(method, path, body)
@@ -83,15 +76,7 @@ class Api:
     async def healthy(self) -> None:
         """Recovered without a restart: every endpoint does its job again."""
         task_id = await self.create()
-        assert await self.every_endpoint(task_id) == {
-            "list": 200,
-            "create": 201,
-            "get": 200,
-            "update": 200,
-            "toggle": 200,
-            "delete": 204,
-            "ready": 200,
-        }
+        assert await self.every_endpoint(task_id) == {**{e.name: e.ok for e in ENDPOINTS}, "ready": 200}
 
     async def nothing_lost(self, url: str) -> None:
         connection = await pg_connect(url)

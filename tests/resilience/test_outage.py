@@ -13,7 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from backend.main import create_app
-from tests.support.api import bearer, make_settings
+from tests.support.api import ENDPOINTS, bearer, make_settings
 from tests.support.database import pg_connect
 from tests.support.pgcluster import PgCluster
 from tests.tokens import hs256
@@ -63,14 +63,8 @@ async def test_outage_answers_503_then_recovers_without_losing_writes(
         task_id = response.json()["id"]
 
         await anyio.to_thread.run_sync(lambda: cluster.stop(mode))  # type: ignore[arg-type]
-        for method, url, body in [
-            ("GET", base, None),
-            ("POST", base, {"title": "during"}),
-            ("GET", f"{base}/{task_id}", None),
-            ("PATCH", f"{base}/{task_id}/complete", None),
-            ("DELETE", f"{base}/{task_id}", None),
-            ("GET", "/ready", None),
-        ]:
+        calls = [(e.method, e.path(user, task_id), e.body) for e in ENDPOINTS] + [("GET", "/ready", None)]
+        for method, url, body in calls:
             started = time.monotonic()
             response = await http.request(method, url, json=body, headers=headers)
             elapsed = time.monotonic() - started

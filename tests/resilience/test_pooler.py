@@ -4,13 +4,14 @@ import asyncio
 import random
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
 from backend.main import create_app
-from tests.support.api import bearer, make_settings
+from tests.support.api import ENDPOINTS, bearer, make_settings
 from tests.support.pgbouncer import PgBouncer
 from tests.tokens import hs256
 
@@ -35,17 +36,11 @@ async def test_mixed_load_of_50_users_through_pgbouncer(pooled_app: FastAPI, pgb
         assert {r.status_code for r in seeded} == {201}
         ids = {r.json()["user_id"]: r.json()["id"] for r in seeded}
 
-        def request(user: str) -> tuple[str, str, dict[str, str] | None]:
-            base = f"/api/{user}/tasks"
-            return rng.choice(
-                [
-                    ("GET", base, None),
-                    ("GET", f"{base}/{ids[user]}", None),
-                    ("POST", base, {"title": "load"}),
-                    ("PUT", f"{base}/{ids[user]}", {"description": "edited"}),
-                    ("PATCH", f"{base}/{ids[user]}/complete", None),
-                ]
-            )
+        calls = [endpoint for endpoint in ENDPOINTS if endpoint.name != "delete"]  # later requests need the task
+
+        def request(user: str) -> tuple[str, str, dict[str, Any] | None]:
+            endpoint = rng.choice(calls)
+            return endpoint.method, endpoint.path(user, ids[user]), endpoint.body
 
         plan = [(user, *request(user)) for user in rng.choices(users, k=400)]
         responses = await asyncio.gather(

@@ -5,7 +5,6 @@ real HTTP through uvicorn, whose percent-decoding of the path is what production
 """
 
 from collections.abc import AsyncIterator
-from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -14,7 +13,7 @@ from fastapi import FastAPI
 
 from backend.routes.tasks import tasks_path
 from tests.servers import serve
-from tests.support.api import bearer
+from tests.support.api import Endpoint, bearer, each
 from tests.tokens import better_auth_session, hs256
 
 pytestmark = pytest.mark.anyio
@@ -97,21 +96,12 @@ async def test_location_is_built_before_the_write(client: httpx.AsyncClient, use
 
 
 @pytest.mark.parametrize("user_id", CONTROL_IDS, ids=[repr(c) for c in CONTROL_IDS])
-@pytest.mark.parametrize(
-    ("method", "suffix", "body"),
-    [
-        ("GET", "", None),
-        ("POST", "", {"title": "never stored"}),
-        ("GET", "/1", None),
-        ("PUT", "/1", {"title": "x"}),
-        ("DELETE", "/1", None),
-        ("PATCH", "/1/complete", None),
-    ],
-)
+@pytest.mark.parametrize("endpoint", each())
 async def test_control_characters_in_the_identity_are_an_invalid_token(
-    app: FastAPI, client: httpx.AsyncClient, user_id: str, method: str, suffix: str, body: dict[str, Any] | None
+    app: FastAPI, client: httpx.AsyncClient, user_id: str, endpoint: Endpoint
 ) -> None:
-    response = await client.request(method, _path(user_id) + suffix, json=body, headers=bearer(hs256(user_id)))
+    path = endpoint.path(user_id, 1)
+    response = await client.request(endpoint.method, path, json=endpoint.body, headers=bearer(hs256(user_id)))
     assert response.status_code == 401
     assert response.json() == {"detail": "Invalid token"}
     assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'

@@ -8,12 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.api import bearer
+from tests.support.api import TASK_ENDPOINTS, TASK_KEYS, Endpoint, bearer, each
 from tests.tokens import hs256
 
 pytestmark = pytest.mark.anyio
-
-TASK_KEYS = {"id", "user_id", "title", "description", "completed", "created_at", "updated_at"}
 
 
 async def create(client: httpx.AsyncClient, user: str, **body: Any) -> dict[str, Any]:
@@ -365,27 +363,19 @@ async def test_422_has_one_clean_entry_per_problem(
     assert all(set(error) == {"loc", "msg", "type"} for error in detail)
 
 
-@pytest.mark.parametrize(
-    ("method", "suffix", "body"),
-    [
-        pytest.param("GET", "", None, id="get"),
-        pytest.param("PUT", "", {"title": "x"}, id="update"),
-        pytest.param("DELETE", "", None, id="delete"),
-        pytest.param("PATCH", "/complete", None, id="toggle"),
-    ],
-)
+@pytest.mark.parametrize("endpoint", each(TASK_ENDPOINTS))
 async def test_missing_and_foreign_tasks_are_the_same_404(
-    client: httpx.AsyncClient,
-    new_user: Callable[[], str],
-    method: str,
-    suffix: str,
-    body: dict[str, Any] | None,
+    client: httpx.AsyncClient, new_user: Callable[[], str], endpoint: Endpoint
 ) -> None:
     alice, bob = new_user(), new_user()
     bobs = await create(client, bob, title="bob's secret")
     headers = bearer(hs256(alice))
-    foreign = await client.request(method, f"/api/{alice}/tasks/{bobs['id']}{suffix}", json=body, headers=headers)
-    missing = await client.request(method, f"/api/{alice}/tasks/{2**63 - 1}{suffix}", json=body, headers=headers)
+    foreign = await client.request(
+        endpoint.method, endpoint.path(alice, bobs["id"]), json=endpoint.body, headers=headers
+    )
+    missing = await client.request(
+        endpoint.method, endpoint.path(alice, 2**63 - 1), json=endpoint.body, headers=headers
+    )
     assert foreign.status_code == missing.status_code == 404
     assert foreign.json() == missing.json() == {"detail": "Task not found"}
     assert (await client.get(f"/api/{bob}/tasks/{bobs['id']}", headers=bearer(hs256(bob)))).json() == bobs
@@ -394,13 +384,11 @@ async def test_missing_and_foreign_tasks_are_the_same_404(
 @pytest.mark.parametrize(
     "task_id", ["0", "-1", str(2**63), "abc", "1.5", "3.0", "+3", "0_3", "03", "%203%20", "3e0", "1" * 41]
 )
-@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize("endpoint", each(TASK_ENDPOINTS))
 async def test_out_of_range_ids_are_422(
-    client: httpx.AsyncClient, user: str, auth: dict[str, str], method: str, task_id: str
+    client: httpx.AsyncClient, user: str, auth: dict[str, str], endpoint: Endpoint, task_id: str
 ) -> None:
-    suffix = "/complete" if method == "PATCH" else ""
-    body = {"title": "x"} if method == "PUT" else None
-    response = await client.request(method, f"/api/{user}/tasks/{task_id}{suffix}", json=body, headers=auth)
+    response = await client.request(endpoint.method, endpoint.path(user, task_id), json=endpoint.body, headers=auth)
     assert response.status_code == 422
     assert [error["loc"] for error in response.json()["detail"]] == [["path", "task_id"]]
 
@@ -418,35 +406,20 @@ async def test_non_canonical_id_of_an_existing_task_is_422(
 # --- isolation ------------------------------------------------------------------------------------
 
 
-ENDPOINTS = [
-    pytest.param("GET", "", None, 200, id="list"),
-    pytest.param("POST", "", {"title": "x"}, 201, id="create"),
-    pytest.param("GET", "/{id}", None, 200, id="get"),
-    pytest.param("PUT", "/{id}", {"title": "changed"}, 200, id="update"),
-    pytest.param("PATCH", "/{id}/complete", None, 200, id="toggle"),
-    pytest.param("DELETE", "/{id}", None, 204, id="delete"),
-]
-
-
-@pytest.mark.parametrize(("method", "suffix", "body", "ok"), ENDPOINTS)
+@pytest.mark.parametrize("endpoint", each())
 async def test_each_endpoint_serves_only_the_owner(
-    client: httpx.AsyncClient,
-    new_user: Callable[[], str],
-    method: str,
-    suffix: str,
-    body: dict[str, Any] | None,
-    ok: int,
+    client: httpx.AsyncClient, new_user: Callable[[], str], endpoint: Endpoint
 ) -> None:
     alice, bob = new_user(), new_user()
     alices = await create(client, alice, title="alice's")
-    path = f"/api/{alice}/tasks" + suffix.format(id=alices["id"])
-    as_bob = await client.request(method, path, json=body, headers=bearer(hs256(bob)))
+    path = endpoint.path(alice, alices["id"])
+    as_bob = await client.request(endpoint.method, path, json=endpoint.body, headers=bearer(hs256(bob)))
     assert as_bob.status_code == 403
     assert "alice's" not in as_bob.text
     unchanged = await client.get(f"/api/{alice}/tasks", headers=bearer(hs256(alice)))
     assert unchanged.json() == [alices]
-    as_alice = await client.request(method, path, json=body, headers=bearer(hs256(alice)))
-    assert as_alice.status_code == ok
+    as_alice = await client.request(endpoint.method, path, json=endpoint.body, headers=bearer(hs256(alice)))
+    assert as_alice.status_code == endpoint.ok
 
 
 async def test_user_ids_compare_exactly(client: httpx.AsyncClient, user: str) -> None:

@@ -13,35 +13,23 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from backend.routes.tasks import tasks_path
-from tests.support.api import bearer
+from tests.support.api import ENDPOINTS, TASK_ENDPOINTS, Endpoint, bearer
 from tests.tokens import hs256
 
 pytestmark = pytest.mark.anyio
 
 MISSING_ID = 2**63 - 1
-TASK_ENDPOINTS: dict[str, tuple[str, str, dict[str, Any] | None, int]] = {
-    "get": ("GET", "/{id}", None, 200),
-    "update": ("PUT", "/{id}", {"title": "overwritten", "completed": True}, 200),
-    "toggle": ("PATCH", "/{id}/complete", None, 200),
-    "delete": ("DELETE", "/{id}", None, 204),
-}
-COLLECTION_ENDPOINTS: dict[str, tuple[str, str, dict[str, Any] | None, int]] = {
-    "list": ("GET", "", None, 200),
-    "create": ("POST", "", {"title": "planted"}, 201),
-}
 
 
 def _matrix() -> list[Any]:
     rows = []
-    for endpoint, (method, suffix, body, ok) in TASK_ENDPOINTS.items():
-        for task in ("own-task", "others-task", "missing-task"):
+    for endpoint in ENDPOINTS:
+        tasks = ("own-task", "others-task", "missing-task") if endpoint in TASK_ENDPOINTS else ("no-task",)
+        for task in tasks:
             for path in ("own-path", "others-path"):
-                expected = 403 if path == "others-path" else (ok if task == "own-task" else 404)
-                rows.append(pytest.param(method, suffix, body, task, path, expected, id=f"{endpoint}-{task}-{path}"))
-    for endpoint, (method, suffix, body, ok) in COLLECTION_ENDPOINTS.items():
-        for path in ("own-path", "others-path"):
-            expected = ok if path == "own-path" else 403
-            rows.append(pytest.param(method, suffix, body, "no-task", path, expected, id=f"{endpoint}-{path}"))
+                expected = 403 if path == "others-path" else (endpoint.ok if task in ("own-task", "no-task") else 404)
+                ident = f"{endpoint.name}-{task}-{path}" if task != "no-task" else f"{endpoint.name}-{path}"
+                rows.append(pytest.param(endpoint, task, path, expected, id=ident))
     return rows
 
 
@@ -52,13 +40,11 @@ async def _rows_of(app: FastAPI, user_id: str) -> list[tuple[Any, ...]]:
     return [tuple(row.items()) for row in rows]
 
 
-@pytest.mark.parametrize(("method", "suffix", "body", "task", "path", "expected"), _matrix())
+@pytest.mark.parametrize(("endpoint", "task", "path", "expected"), _matrix())
 async def test_object_level_authorization(
     app: FastAPI,
     client: httpx.AsyncClient,
-    method: str,
-    suffix: str,
-    body: dict[str, Any] | None,
+    endpoint: Endpoint,
     task: str,
     path: str,
     expected: int,
@@ -78,10 +64,7 @@ async def test_object_level_authorization(
     before = await _rows_of(app, bob)
 
     response = await client.request(
-        method,
-        f"/api/{path_user}/tasks" + suffix.format(id=task_id),
-        json=body,
-        headers=bearer(hs256(alice)),
+        endpoint.method, endpoint.path(path_user, task_id), json=endpoint.body, headers=bearer(hs256(alice))
     )
 
     assert response.status_code == expected, response.text

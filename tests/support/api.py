@@ -9,6 +9,7 @@ import pytest
 
 from backend.config import Settings
 from backend.models import Task
+from backend.routes.tasks import tasks_path
 from tests.tokens import TEST_SECRET
 
 FRONTEND_ORIGIN = "http://localhost:3000"
@@ -44,8 +45,8 @@ class Endpoint:
     ok: int
 
     def path(self, user: str, task_id: int | str = "") -> str:
-        """The URL path of this endpoint for `user` (and the task `task_id`)."""
-        return f"/api/{user}/tasks" + self.suffix.format(id=task_id)
+        """The URL path of this endpoint for `user` (percent-encoded) and the task `task_id`."""
+        return tasks_path(user).rstrip("/") + self.suffix.format(id=task_id)
 
 
 # In the order a test can call them all on one task: delete last.
