@@ -86,9 +86,7 @@ def draw(results: Result, path: Path) -> None:
                         )
                 ax.bar_label(container, labels, fontsize=7)
             ax.set_ylabel("latency (ms): bar p50, tick p99")
-            ax.set_title(
-                f"network mode (+{rtt:g} ms per round trip), {conns} connection(s); label: round trips/request"
-            )
+            ax.set_title(f"network +{rtt:g} ms/round trip, {conns} conn. (label: round trips/req)")
     for row in axes:
         for ax in row:
             if not ax.has_data():
