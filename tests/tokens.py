@@ -22,7 +22,12 @@ def hs256(sub: str | None = "user", *, secret: str = TEST_SECRET, ttl: int = 600
     payload: dict[str, Any] = {"iat": now, "exp": now + ttl, **claims}
     if sub is not None:
         payload["sub"] = sub
-    return jwt.encode(payload, secret, algorithm="HS256")
+    return hmac_signed(payload, secret=secret)
+
+
+def hmac_signed(claims: dict[str, Any], *, algorithm: str = "HS256", secret: str = TEST_SECRET) -> str:
+    """Exactly `claims` (no iat or exp added), signed with the test secret: the one HMAC signer."""
+    return jwt.encode(claims, secret, algorithm=algorithm)
 
 
 def b64url(data: bytes | str) -> str:
@@ -62,9 +67,7 @@ class SigningKey:
         pem = self.private.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        header = {"alg": "HS256", "typ": "JWT", "kid": self.kid}
-        signing_input = f"{b64url(json.dumps(header))}.{b64url(json.dumps(claims))}"
-        return f"{signing_input}.{b64url(hmac.new(pem, signing_input.encode(), hashlib.sha256).digest())}"
+        return hs256_raw(json.dumps(claims), key=pem, kid=self.kid)
 
     def token(self, sub: str, *, issuer: str, ttl: int = 900, **claims: Any) -> str:
         now = int(time.time())
@@ -80,11 +83,12 @@ def _generate(algorithm: str) -> Any:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def hs256_raw(payload: str, *, secret: str = TEST_SECRET) -> str:
-    """An HS256 token over a hand-written JSON payload (e.g. `1e400`, which json.dumps cannot write)."""
-    signing_input = f"{b64url(json.dumps({'alg': 'HS256', 'typ': 'JWT'}))}.{b64url(payload)}"
-    signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{b64url(signature)}"
+def hs256_raw(payload: str, *, key: bytes = TEST_SECRET.encode(), kid: str | None = None) -> str:
+    """An HS256 token over a hand-written JSON payload (e.g. `1e400`, which json.dumps cannot write),
+    signed by hand: PyJWT refuses a PEM as an HMAC key, which algorithm confusion needs."""
+    header = {"alg": "HS256", "typ": "JWT", **({"kid": kid} if kid else {})}
+    signing_input = f"{b64url(json.dumps(header))}.{b64url(payload)}"
+    return f"{signing_input}.{b64url(hmac.new(key, signing_input.encode(), hashlib.sha256).digest())}"
 
 
 def better_auth_session(user: str, /, *, ttl: int = 300, session_user_id: str | None = None, **extra: Any) -> str:
@@ -105,4 +109,4 @@ def better_auth_session(user: str, /, *, ttl: int = 300, session_user_id: str | 
         "exp": now + ttl,
         **extra,
     }
-    return jwt.encode(payload, TEST_SECRET, algorithm="HS256")
+    return hmac_signed(payload)

@@ -12,7 +12,7 @@ import pytest
 
 from backend.auth.jwt import MAX_TOKEN_LENGTH, InvalidToken, JWKSCache, TokenPolicy, TokenVerifier, check_user_id
 from tests.servers import JWKSServer, jwks_server
-from tests.tokens import TEST_SECRET, SigningKey, b64url, better_auth_session, hs256, hs256_raw
+from tests.tokens import TEST_SECRET, SigningKey, b64url, better_auth_session, hmac_signed, hs256, hs256_raw
 
 pytestmark = pytest.mark.anyio
 
@@ -250,14 +250,14 @@ async def test_max_lifetime_refuses_longer_tokens(server: JWKSServer) -> None:
     error = await refused(verifier, hs256("a", ttl=901))
     assert "JWT_MAX_LIFETIME_SECONDS" in error.reason
     now = int(time.time())
-    without_iat = jwt.encode({"sub": "a", "exp": now + 3600}, TEST_SECRET, algorithm="HS256")
+    without_iat = hmac_signed({"sub": "a", "exp": now + 3600})
     await refused(verifier, without_iat)  # without iat the lifetime counts from now
-    short_without_iat = jwt.encode({"sub": "a", "exp": now + 60}, TEST_SECRET, algorithm="HS256")
+    short_without_iat = hmac_signed({"sub": "a", "exp": now + 60})
     assert await verifier.user_id(short_without_iat) == "a"
 
 
 async def test_exp_is_required(verifier: TokenVerifier) -> None:
-    token = jwt.encode({"sub": "a", "iat": int(time.time())}, TEST_SECRET, algorithm="HS256")
+    token = hmac_signed({"sub": "a", "iat": int(time.time())})
     await refused(verifier, token)
 
 
@@ -276,7 +276,7 @@ async def test_hs256_iss_and_aud_checked_only_when_configured(server: JWKSServer
 
 @pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
 async def test_other_hmac_algorithms_are_refused(verifier: TokenVerifier, algorithm: str) -> None:
-    token = jwt.encode({"sub": "a", "exp": int(time.time()) + 60}, TEST_SECRET, algorithm=algorithm)
+    token = hmac_signed({"sub": "a", "exp": int(time.time()) + 60}, algorithm=algorithm)
     await refused(verifier, token)
 
 

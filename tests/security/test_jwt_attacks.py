@@ -8,11 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 
 from tests.servers import JWKSServer, jwks_server
-from tests.tokens import TEST_SECRET, SigningKey, b64url, better_auth_session, hs256, hs256_raw
+from tests.tokens import SigningKey, b64url, better_auth_session, hmac_signed, hs256, hs256_raw
 
 pytestmark = pytest.mark.anyio
 
@@ -49,7 +48,7 @@ class World:
 
 
 def _hmac(algorithm: str) -> Callable[[World], Attack]:
-    return lambda w: w.bearer(jwt.encode(w.claims(), TEST_SECRET, algorithm=algorithm))
+    return lambda w: w.bearer(hmac_signed(w.claims(), algorithm=algorithm))
 
 
 def _foreign_key(w: World) -> Attack:
@@ -99,9 +98,7 @@ ATTACKS: dict[str, Callable[[World], Attack]] = {
     "wrong-aud": lambda w: w.bearer(w.jwks_token(aud="https://evil.example")),
     "aud-list-without-ours": lambda w: w.bearer(w.jwks_token(aud=["https://a.example", "https://b.example"])),
     "token-of-16-kib": lambda w: w.bearer(hs256(w.user, pad="x" * 16 * 1024)),
-    "token-with-10000-claims": lambda w: w.bearer(
-        jwt.encode({**w.claims(), **{f"c{i}": i for i in range(10_000)}}, TEST_SECRET, algorithm="HS256")
-    ),
+    "token-with-10000-claims": lambda w: w.bearer(hmac_signed({**w.claims(), **{f"c{i}": i for i in range(10_000)}})),
     "exp-numeric-string": lambda w: w.bearer(hs256(w.user, exp=str(int(time.time()) + 86400))),
     "exp-boolean": lambda w: w.bearer(hs256(w.user, exp=True)),
     "exp-10-to-the-400": lambda w: w.bearer(hs256(w.user, exp=10**400)),
@@ -116,10 +113,9 @@ ATTACKS: dict[str, Callable[[World], Attack]] = {
     "session-shape-without-user-id": lambda w: w.bearer(better_auth_session(w.user, user={"email": "a@b.example"})),
     "session-shape-expired": lambda w: w.bearer(better_auth_session(w.user, ttl=-120)),
     "session-shape-wrong-secret": lambda w: w.bearer(
-        jwt.encode(
+        hmac_signed(
             {"user": {"id": w.user}, "session": {"userId": w.user}, "exp": int(time.time()) + 60},
-            "another-secret-of-sufficient-length-000000",
-            algorithm="HS256",
+            secret="another-secret-of-sufficient-length-000000",
         )
     ),
     "token-in-query-only": lambda w: Attack(None, params={"access_token": hs256(w.user)}),
