@@ -1,7 +1,6 @@
 """The developer CLI: migrate, and a token that the running service accepts."""
 
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -11,6 +10,7 @@ from fastapi import FastAPI
 
 from backend import cli
 from backend.config import Settings
+from tests.support._proc import run_python
 from tests.support.api import bearer
 from tests.tokens import TEST_SECRET
 
@@ -62,14 +62,7 @@ def test_cli_reports_bad_config(monkeypatch: pytest.MonkeyPatch, capsys: pytest.
 
 
 def test_python_dash_m_backend_runs(project_root: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "backend", "--help"],
-        cwd=project_root,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python("-m", "backend", "--help", cwd=project_root)
     assert result.returncode == 0
     assert "migrate" in result.stdout
     assert "token" in result.stdout
@@ -83,15 +76,7 @@ def _run(project_root: Path, env: dict[str, str], *args: str) -> subprocess.Comp
     import os
 
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("NEON_", "DATABASE_URL", "ENVIRONMENT"))}
-    return subprocess.run(  # noqa: S603  (this interpreter, fixed arguments)
-        [sys.executable, *args],
-        cwd=project_root,
-        env={**clean, "BETTER_AUTH_SECRET": TEST_SECRET, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_python(*args, cwd=project_root, env={**clean, "BETTER_AUTH_SECRET": TEST_SECRET, **env})
 
 
 @pytest.mark.parametrize(

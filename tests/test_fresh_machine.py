@@ -7,14 +7,12 @@ must start the embedded server, say so in one line, and pass a PostgreSQL test o
 import os
 import shutil
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support import tools
-from tests.support._proc import free_port
+from tests.support._proc import free_port, run_python
 from tests.support.pgcluster import PgCluster
 from tests.support.tools import embedded_pg_bin_dir, in_ci, missing_tool, pg_has_ssl, shareable_pg_bin_dir
 
@@ -22,26 +20,19 @@ from tests.support.tools import embedded_pg_bin_dir, in_ci, missing_tool, pg_has
 def test_no_reachable_postgresql_starts_the_embedded_one(project_root: Path) -> None:
     env = {name: value for name, value in os.environ.items() if name not in ("TEST_DATABASE_URL", "CI")}
     env["TODO_TEST_PG_PROBE_URL"] = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"  # nothing listens
-    child = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "tests/routes/test_tasks.py",
-            "-k",
-            "postgresql and test_create_returns_201",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--no-cov",
-        ],
+    child = run_python(
+        "-m",
+        "pytest",
+        "tests/routes/test_tasks.py",
+        "-k",
+        "postgresql and test_create_returns_201",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--no-cov",
         cwd=project_root,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
-        stdin=subprocess.DEVNULL,
     )
     output = child.stdout + child.stderr
     assert child.returncode == 0, output

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from backend.logs import escape_controls, filter_query, redacted_traceback, service_version
 from backend.main import create_app
 from tests.servers import JWKSServer
-from tests.support.api import bearer, make_settings
+from tests.support.api import app_with_a_bug, bearer, make_settings
 from tests.tokens import SigningKey, hs256
 
 pytestmark = pytest.mark.anyio
@@ -148,13 +148,7 @@ async def test_access_line_names_the_authenticated_user(postgres_url: str, caplo
 async def test_unhandled_error_logs_its_traceback_with_the_request_id(
     postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = create_app(make_settings(postgres_url))
-    secret = uuid.uuid4().hex  # at run time: the traceback shows source lines, not values
-
-    @app.get("/boom")
-    async def boom() -> None:
-        raise RuntimeError(f"driver said: {secret}")
-
+    app, secret = app_with_a_bug(make_settings(postgres_url))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         response = await http.get("/boom", headers={"X-Request-ID": "boom-1"})
     assert response.status_code == 500

@@ -1,7 +1,5 @@
 """The application around the endpoints: health, readiness, CORS, OpenAPI and /docs, startup."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -11,6 +9,7 @@ from fastapi import FastAPI
 import backend.main
 from backend.lifecycle import StartupAbort
 from backend.main import create_app
+from tests.support._proc import run_python
 from tests.support.api import bearer, make_settings
 from tests.support.database import fresh_database, pg_connect
 from tests.tokens import hs256
@@ -160,15 +159,7 @@ def test_app_attribute_is_built_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_unsafe_production_config_exits_with_a_clear_message(project_root: Path, tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "ENVIRONMENT": "production", "BETTER_AUTH_SECRET": "too-short-secret"}
-    result = subprocess.run(
-        [sys.executable, "-c", "import backend.main; backend.main.app"],
-        cwd=project_root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_python("-c", "import backend.main; backend.main.app", cwd=project_root, env=env)
     assert result.returncode == 1
     assert "BETTER_AUTH_SECRET must be at least 32 characters" in result.stderr
     assert "NEON_DATABASE_URL" in result.stderr

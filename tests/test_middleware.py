@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -91,16 +90,9 @@ async def test_lying_content_length_never_500s(live_url: str, user: str, auth: d
 
 
 async def test_unhandled_error_is_a_generic_500(caplog: pytest.LogCaptureFixture) -> None:
-    from backend.main import create_app
-    from tests.support.api import make_settings
+    from tests.support.api import app_with_a_bug, make_settings
 
-    app = create_app(make_settings(None))
-    secret = uuid.uuid4().hex  # at run time: the logged traceback shows source lines, not values
-
-    @app.get("/boom")
-    async def boom() -> None:
-        raise RuntimeError(f"driver said: {secret}")
-
+    app, secret = app_with_a_bug(make_settings(None))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         response = await http.get("/boom", headers={"Origin": "http://localhost:3000"})
     assert response.status_code == 500

@@ -8,11 +8,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import CompletedProcess
 from types import TracebackType
 from typing import Any, Self
 
@@ -97,6 +99,20 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
             return True
         time.sleep(interval)
     return predicate()
+
+
+def run_python(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60) -> CompletedProcess[str]:
+    """This interpreter with `args`, output captured as text; a non-zero exit is the caller's to judge."""
+    return subprocess.run(  # noqa: S603 (this interpreter, arguments from the tests)
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:

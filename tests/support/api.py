@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
 from backend.config import Settings
+from backend.main import create_app
 from backend.models import Task
 from backend.routes.tasks import tasks_path
 from tests.tokens import TEST_SECRET
@@ -27,6 +30,18 @@ def make_settings(database_url: str | None, **overrides: Any) -> Settings:
         **overrides,
     }
     return Settings(**values)
+
+
+def app_with_a_bug(settings: Settings) -> tuple[FastAPI, str]:
+    """The app plus GET /boom, which raises with a secret made at run time (a traceback shows lines, not values)."""
+    app = create_app(settings)
+    secret = uuid.uuid4().hex
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError(f"driver said: {secret}")
+
+    return app, secret
 
 
 def bearer(token: str) -> dict[str, str]:
