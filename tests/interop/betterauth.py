@@ -35,6 +35,8 @@ import anyio.abc
 import anyio.to_thread
 import httpx
 
+from tests.support._proc import run_captured
+
 SERVER_DIR = Path(__file__).resolve().parent / "betterauth"
 SERVER_SCRIPT = SERVER_DIR / "server.mjs"
 NODE_MODULES = SERVER_DIR / "node_modules"
@@ -129,14 +131,8 @@ def _install_locked() -> None:
         try:
             if node_modules_ready():
                 return
-            result = subprocess.run(  # noqa: S603 (fixed argv, no shell)
-                [npm, "ci", "--no-audit", "--no-fund"],
-                cwd=SERVER_DIR,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=NPM_CI_TIMEOUT,
-                check=False,
+            result = run_captured(
+                [npm, "ci", "--no-audit", "--no-fund"], cwd=SERVER_DIR, env=env, timeout=NPM_CI_TIMEOUT
             )
             if result.returncode != 0:
                 raise BetterAuthError(

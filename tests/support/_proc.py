@@ -101,18 +101,18 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
     return predicate()
 
 
-def run_python(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60) -> CompletedProcess[str]:
-    """This interpreter with `args`, output captured as text; a non-zero exit is the caller's to judge."""
-    return subprocess.run(  # noqa: S603 (this interpreter, arguments from the tests)
-        [sys.executable, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
+def run_captured(
+    argv: list[str], *, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> CompletedProcess[str]:
+    """Run a tool to completion, output captured as text; a non-zero exit is the caller's to judge."""
+    return subprocess.run(  # noqa: S603 (argv from the tests, no shell)
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
     )
+
+
+def run_python(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60) -> CompletedProcess[str]:
+    """This interpreter with `args` (see `run_captured`)."""
+    return run_captured([sys.executable, *args], cwd=cwd, env=env, timeout=timeout)
 
 
 def stop_process(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
