@@ -12,36 +12,12 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.db import DatabaseUnavailable
-from backend.models import ErrorDetail
 
 log = logging.getLogger("backend.errors")
 
 RETRY_AFTER_SECONDS = 5
 DATABASE_UNAVAILABLE = "Database unavailable, please retry shortly"
 OUTAGE_LOG_INTERVAL_SECONDS = 10.0
-
-
-def _documented(description: str, **headers: str) -> dict[str, Any]:
-    response: dict[str, Any] = {"model": ErrorDetail, "description": description}
-    if headers:
-        response["headers"] = {
-            name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()
-        }
-    return response
-
-
-# Answers any route can give before or around its own work (the edge middleware and the database).
-EDGE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    413: _documented("Request body over the limit (64 KiB)"),
-    431: _documented("Request headers over the limit (256 KiB)"),
-    503: _documented("Database unavailable", **{"Retry-After": "Seconds to wait before retrying"}),
-}
-AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: _documented(
-        "Missing or invalid bearer token", **{"WWW-Authenticate": 'Bearer, or Bearer error="invalid_token"'}
-    ),
-    403: _documented("The path's user is not the token's user"),
-}
 
 
 @dataclass
@@ -93,16 +69,6 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     assert isinstance(exc, DatabaseUnavailable)
     request.app.state.outage_log.refused(exc, getattr(request.state, "request_id", "-"))
     return unavailable_response()
-
-
-def describe(exc: BaseException) -> str:
-    """Name an error without its message: driver messages can carry SQL, parameters or hosts."""
-    original = getattr(exc, "orig", None) or exc.__cause__
-    if original is not None:
-        sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
-        inner = type(original).__name__ + (f" sqlstate={sqlstate}" if sqlstate else "")
-        return f"{type(exc).__name__} ({inner})"
-    return type(exc).__name__
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:

@@ -25,8 +25,6 @@ from urllib.parse import unquote_plus
 
 from pythonjsonlogger.json import JsonFormatter
 
-from backend.errors import describe
-
 if TYPE_CHECKING:
     from backend.config import Settings
 
@@ -71,6 +69,16 @@ def filter_query(query: str) -> str:
 def escape_controls(text: str) -> str:
     """`a\\nb` instead of a line break: what a client sent can never start a log line of its own."""
     return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def describe(exc: BaseException) -> str:
+    """Name an error without its message: driver messages can carry SQL, parameters or hosts."""
+    original = getattr(exc, "orig", None) or exc.__cause__
+    if original is not None:
+        sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+        inner = type(original).__name__ + (f" sqlstate={sqlstate}" if sqlstate else "")
+        return f"{type(exc).__name__} ({inner})"
+    return type(exc).__name__
 
 
 def redacted_traceback(exc: BaseException) -> str:

@@ -12,11 +12,12 @@ from backend.auth.jwt import JWKSCache, TokenPolicy, TokenVerifier
 from backend.config import ConfigError, Settings, load_settings
 from backend.db import open_database
 from backend.docs import install_docs
-from backend.errors import EDGE_RESPONSES, install_error_handlers
+from backend.errors import install_error_handlers
 from backend.http import complete_methods
 from backend.lifecycle import StartupFailureMessage, lifespan, ready
 from backend.logs import configure_logging, service_version
 from backend.middleware import EdgeMiddleware
+from backend.openapi import EDGE_RESPONSES
 from backend.routes import tasks
 
 log = logging.getLogger("backend")

@@ -14,8 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.errors import describe
-from backend.logs import bind_request_id, filter_query, reset_request_id
+from backend.logs import bind_request_id, describe, filter_query, reset_request_id
 
 if TYPE_CHECKING:
     from backend.metrics import Metrics

@@ -1,7 +1,6 @@
 """The Task model family: one table, and the input/output shapes clients may use."""
 
 import re
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -12,12 +11,12 @@ from pydantic import (
     ConfigDict,
     StrictBool,
     StringConstraints,
-    TypeAdapter,
 )
 from pydantic import Field as PydanticField
 from pydantic_core import PydanticCustomError
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Identity,
@@ -58,6 +57,22 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+class PlainBoolean(TypeDecorator[bool]):
+    """BOOLEAN, with values handed to the driver as they are.
+
+    SQLAlchemy's Boolean checks and coerces values in a bind processor, which the asyncpg path in
+    `db.py` never runs (it compiles once and skips SQLAlchemy's bind processing); a type whose bind
+    processing is skipped would behave differently on the two backends. Values are already `bool`
+    (pydantic's StrictBool), and both drivers take a `bool` as it is.
+    """
+
+    impl = Boolean
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        return None
 
 
 def _storable(value: str) -> str:
@@ -120,7 +135,7 @@ class Task(SQLModel, table=True):
     user_id: str = Field(sa_column=Column(Text(), nullable=False, index=True))
     title: str = Field(max_length=TITLE_MAX)
     description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
-    completed: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
+    completed: bool = Field(default=False, sa_type=PlainBoolean, sa_column_kwargs={"server_default": false()})
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
@@ -136,7 +151,7 @@ class TaskCreate(SQLModel):
 
 
 def _unset() -> Any:
-    """The value of a field the client did not send; `changes()` leaves it out."""
+    """The value of a field the client did not send; `fields_sent()` leaves it out."""
     return None
 
 
@@ -144,7 +159,7 @@ class TaskUpdate(SQLModel):
     """A partial update: only the fields present are changed.
 
     `title` and `completed` are typed without `None` (a null is refused like any other wrong type,
-    with one clean error) and default to an unset None that `changes()` never reports.
+    with one clean error) and default to an unset None that `fields_sent()` never reports.
     """
 
     model_config = SQLModelConfig(extra="ignore")
@@ -153,8 +168,9 @@ class TaskUpdate(SQLModel):
     description: Description | None = None
     completed: StrictBool = PydanticField(default_factory=_unset)
 
-    def changes(self) -> dict[str, Any]:
-        return self.model_dump(exclude_unset=True)
+    def fields_sent(self) -> frozenset[str]:
+        """The fields the client sent (a `description` sent as null included): the ones to change."""
+        return frozenset(self.model_fields_set)
 
 
 class TaskCompletion(SQLModel):
@@ -179,19 +195,6 @@ class TaskRead(BaseModel):
     completed: bool
     created_at: datetime
     updated_at: datetime
-
-
-_task_adapter = TypeAdapter(TaskRead)
-_tasks_adapter = TypeAdapter(list[TaskRead])
-
-
-def task_json(row: object) -> bytes:
-    """One row (anything with the task's attributes) as the response body, validated and encoded once."""
-    return _task_adapter.dump_json(_task_adapter.validate_python(row, from_attributes=True))
-
-
-def tasks_json(rows: Sequence[object]) -> bytes:
-    return _tasks_adapter.dump_json(_tasks_adapter.validate_python(rows, from_attributes=True))
 
 
 class ErrorDetail(SQLModel):

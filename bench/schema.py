@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import asyncpg as postgresql_asyncpg
 
 from backend import crud
 from backend.models import Task
+from backend.schemas import SortField, SortOrder, StatusFilter
 
 TABLE: Table = Task.__table__  # type: ignore[attr-defined]
 TABLE_NAME = TABLE.name
@@ -20,7 +21,7 @@ LIST_LIMIT = 1000
 
 def service_list_statement(owner: str) -> tuple[str, list[Any]]:
     """The SQL and arguments the service runs for `GET /api/{owner}/tasks` with no query string."""
-    statement = crud._list_statement(crud.StatusFilter.all, crud.SortField.created, crud.SortOrder.desc)
+    statement = crud._list_statement(StatusFilter.all, SortField.created, SortOrder.desc)
     compiled = statement.compile(dialect=postgresql_asyncpg.dialect())  # type: ignore[no-untyped-call]
-    params = {"owner": owner, "limit": LIST_LIMIT, "offset": 0}
+    params: dict[str, Any] = {**crud._list_params(owner, LIST_LIMIT, 0)}
     return compiled.string, [params[name] for name in compiled.positiontup or ()]

@@ -1,41 +1,30 @@
 """The six task endpoints under /api/{user_id}/tasks; every one needs the owner's bearer token."""
 
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Body, HTTPException, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from backend import crud
-from backend.crud import SortField, SortOrder, StatusFilter, TaskRow
 from backend.dependencies import Owner, TaskId
-from backend.errors import AUTH_RESPONSES, EDGE_RESPONSES
-from backend.models import (
-    DECIMAL,
-    ErrorDetail,
-    TaskCompletion,
-    TaskCreate,
-    TaskRead,
-    TaskUpdate,
-    task_json,
-    tasks_json,
-)
+from backend.models import DECIMAL, TaskCompletion, TaskCreate, TaskRead, TaskUpdate
+from backend.openapi import AUTH_RESPONSES, EDGE_RESPONSES, Responses, documented
+from backend.schemas import SortField, SortOrder, StatusFilter, TaskRow, task_json, tasks_json
 
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 1000
 TASK_NOT_FOUND = "Task not found"
 
-_not_found: dict[int | str, dict[str, Any]] = {
-    status.HTTP_404_NOT_FOUND: {"model": ErrorDetail, "description": TASK_NOT_FOUND}
-}
-_listed: dict[int | str, dict[str, Any]] = {
+_not_found: Responses = {status.HTTP_404_NOT_FOUND: documented(TASK_NOT_FOUND)}
+_listed: Responses = {
     200: {
         "headers": {
             "X-Total-Count": {"description": "Matching tasks before limit/offset", "schema": {"type": "integer"}}
         }
     }
 }
-_created: dict[int | str, dict[str, Any]] = {
+_created: Responses = {
     201: {
         "headers": {
             "Location": {
