@@ -132,7 +132,8 @@ class Task(SQLModel, table=True):
         default=None,
         sa_column=Column(BigInteger().with_variant(Integer(), "sqlite"), Identity(), primary_key=True),
     )
-    user_id: str = Field(sa_column=Column(Text(), nullable=False, index=True))
+    # Indexed by ix_task_user_id_created_at, whose first column it is: no index of its own.
+    user_id: str = Field(sa_column=Column(Text(), nullable=False))
     title: str = Field(max_length=TITLE_MAX)
     description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)
     completed: bool = Field(default=False, sa_type=PlainBoolean, sa_column_kwargs={"server_default": false()})

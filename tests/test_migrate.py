@@ -1,5 +1,6 @@
 """Migrations: they build exactly the schema the models describe, and they reverse cleanly."""
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from sqlmodel import SQLModel
 from backend.db import create_migration_engine
 from backend.migrate import alembic_config, upgrade, upgrade_connection_isolation
 from tests.support.api import make_settings
+from tests.support.database import fresh_database
 
 pytestmark = pytest.mark.anyio
 
@@ -38,28 +40,46 @@ async def test_migrated_schema_matches_the_models(database_url: str, app: Any) -
     await engine.dispose()
     assert schema["pk"] == ["id"]
     assert schema["indexes"]["ix_task_user_id_created_at"] == ["user_id", "created_at"]
-    assert schema["indexes"]["ix_task_user_id"] == ["user_id"]
+    assert "ix_task_user_id" not in schema["indexes"]  # a prefix of the one above (migration 0002)
     assert schema["columns"]["title"] == ("VARCHAR(200)", False)
     assert schema["columns"]["description"] == ("VARCHAR(1000)", True)
     assert schema["columns"]["completed"][1] is False
 
 
-def _downgrade_then_upgrade(connection: Connection) -> list[str]:
+def _downgrade_then_upgrade(connection: Connection) -> list[tuple[list[str], set[str | None]]]:
+    """Tables and task indexes after each step: down to 0001, down to nothing, back up to head."""
     config = alembic_config()
     config.attributes["connection"] = connection
-    command.downgrade(config, "base")
-    after_down = inspect(connection).get_table_names()
-    command.upgrade(config, "head")
-    return after_down
+    seen = []
+    for step, revision in ((command.downgrade, "0001"), (command.downgrade, "base"), (command.upgrade, "head")):
+        step(config, revision)
+        inspector = inspect(connection)
+        tables = inspector.get_table_names()
+        indexes = {index["name"] for index in inspector.get_indexes("task")} if "task" in tables else set()
+        seen.append((tables, indexes))
+    return seen
 
 
-async def test_migrations_reverse_and_reapply(tmp_path: Any) -> None:
-    engine = create_migration_engine(make_settings(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"))
+@pytest.fixture(params=["postgresql", "sqlite"])
+async def scratch_url(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[str]:
+    """A database of its own: the steps below drop the table the session's database serves from."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+        return
+    async with fresh_database(request.getfixturevalue("admin_url")) as url:
+        yield url
+
+
+async def test_migrations_reverse_and_reapply(scratch_url: str) -> None:
+    engine = create_migration_engine(make_settings(scratch_url))
     await upgrade(engine)
     await upgrade(engine)  # idempotent
     async with upgrade_connection_isolation(engine).connect() as connection:
-        tables_after_downgrade = await connection.run_sync(_downgrade_then_upgrade)
+        at_0001, at_base, at_head = await connection.run_sync(_downgrade_then_upgrade)
         await connection.commit()
-        assert await connection.run_sync(lambda c: inspect(c).has_table("task"))
-    assert "task" not in tables_after_downgrade
     await engine.dispose()
+    assert {"ix_task_user_id", "ix_task_user_id_created_at"} <= at_0001[1]
+    assert "task" not in at_base[0]
+    assert "task" in at_head[0]
+    assert "ix_task_user_id" not in at_head[1]
+    assert "ix_task_user_id_created_at" in at_head[1]
