@@ -1,13 +1,25 @@
 """Annotated dependency aliases: who is calling, may they use this path, and which database.
 
-What the usual FastAPI names became here: the template's `TokenDep` + `CurrentUser` are the bearer
-check inside `Owner` (`verified_user`), `SessionDep` is `Owner.database`, and the path's owner check
-is `Owner` itself. `TaskId` is a path id.
+The FastAPI full-stack template's names, and what replaces each here:
 
-One dependency per request on purpose: FastAPI's resolution costs tens of microseconds per
-dependency node, and a chain of five (bearer, user, path owner, database, ...) measured ~85 us of a
-~300 us request (see specs/decisions.md). `Owner` does all three checks in one node, in the
-contract's order: 401 (no or bad token), then 403 (someone else's path), and only then the database.
+- `SessionDep` (a session per request) -> `owner.database`, the app's one `Database`: every
+  endpoint is one autocommitted statement, so there is no session to open, commit or close; each
+  call borrows a pooled connection for that statement only.
+- `TokenDep` + `CurrentUser` (a `User` row) -> `Owner`: the verified token's user id
+  (`owner.user_id`), already checked against the path's `{user_id}`. Better Auth owns the users, so
+  there is no user row to load.
+- `session.exec(select(...))` -> `crud.get_task(owner.database, owner.user_id, task_id)` and its
+  siblings: Core statements built once from the `Task` table, compiled once, run with bind
+  parameters (`Database.fetch`), rows back as `TaskRow` dicts.
+- `session.refresh(task)` -> `RETURNING`: a write answers with the row in the same round trip.
+
+`TaskId` is a task id in the path (canonical decimal only).
+
+Two dependency nodes per request, on purpose: `owned_path` and the `HTTPBearer` scheme it depends
+on (kept so the OpenAPI security scheme and Swagger's Authorize button stay automatic). FastAPI's
+resolution costs per node, so the checks the template chains as separate dependencies happen inside
+`owned_path`, in the contract's order: 400 (two `Authorization` headers), 401 (no or bad token), 403
+(someone else's path), and only then the database (the cost is in specs/decisions.md).
 """
 
 from dataclasses import dataclass
