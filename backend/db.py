@@ -418,6 +418,10 @@ class PostgresDatabase(Database):
                     self._stop_preparing()
                     retried_unprepared = True
                     continue
+                if isinstance(exc, _LOST):
+                    # One connection lost usually means all of them (a restart, a suspended compute):
+                    # every pooled connection is replaced before its next use, as a pre-ping would.
+                    await pool.expire_connections()
                 if isinstance(exc, _LOST) and idempotent and not retried_lost:
                     # A write is never sent again here: it may have reached the server and committed
                     # before the connection died, and running it twice is worse than a 503.
