@@ -62,7 +62,7 @@ migrate: $(VENV)/.synced-run
 token: $(VENV)/.synced-run
 	@$(BIN)/python -m backend token $(or $(USER_ID),dev-user)
 
-## Benchmark the service against the raw-driver limit app (needs wrk and a local PostgreSQL; < 10 min).
+## Benchmark the service against the raw-driver limit app (needs wrk and a local PostgreSQL; < 12 min).
 bench: $(VENV)/.synced-dev
 	$(BIN)/python -m bench.run
 
