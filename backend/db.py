@@ -125,8 +125,8 @@ def connect_args(url: DatabaseURL, *, timeout: float = 15.0, command_timeout: fl
         "timeout": url.connect_timeout or timeout,
         "command_timeout": command_timeout,
         "server_settings": {"application_name": url.application_name, **dict(url.server_settings)},
-        # asyncpg's own statement cache names statements from a per-process counter; behind a pooler
-        # two processes could then share a name. We prepare statements ourselves (PostgresDatabase).
+        # No cached (named) statements on plain connections; the serving pool turns the cache on
+        # with process-unique names (`_Connection`), so they are safe behind a pooler.
         "statement_cache_size": 0,
     }
     tls = ssl_context(url)
@@ -177,11 +177,11 @@ _PREPARED_GONE = {"26000", "42P05"}  # prepared statement does not exist / alrea
 
 def connect_failure(exc: BaseException, url: DatabaseURL) -> DatabaseUnavailable:
     """Whatever happened while opening a connection: permanent or transient, with a reason."""
+    if isinstance(exc, DatabaseUnavailable):
+        return exc
     names = {"user": url.user or "(default)", "database": url.database or url.user or "postgres"}
     names["host"] = url.host_display
     error = type(exc).__name__
-    if isinstance(exc, DatabaseUnavailable):
-        return exc
     if isinstance(exc, asyncpg.PostgresError):
         state = exc.sqlstate
         if state in _PERMANENT_STATES:
