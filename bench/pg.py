@@ -1,8 +1,11 @@
-"""PostgreSQL side of the benchmark: the bench database, CPU pinning, and counting statements.
+"""PostgreSQL side of the benchmark: a private cluster to run on, the bench database, CPU pinning,
+and counting statements.
 
-Everything here touches only the bench database, except two things the runner reports whenever it
-does them: pinning the local cluster's processes to a core, and (when the runner is allowed to)
-preloading pg_stat_statements with ALTER SYSTEM plus a cluster restart, undone the same way.
+A run starts its own throwaway cluster (tests/support/pgcluster.py) with pg_stat_statements preloaded
+and the system cluster's performance settings, so nobody's PostgreSQL is ever stopped, restarted or
+reconfigured for a measurement. `--database-url` points the run at another server instead; there,
+beyond the bench database, it only pins a local cluster's processes to a core (restored at the end).
+Every connection gets its arguments from backend.db (issue 9: one connection configuration).
 """
 
 import asyncio
@@ -15,14 +18,62 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import asyncpg
+from backend import db
+from backend.database_url import parse_database_url
+from tests.support.pgcluster import PgCluster
+from tests.support.tools import pg_bin_dir
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 PGSS = "pg_stat_statements"
+# Where the private cluster copies its performance settings from (read-only: one SELECT).
+SYSTEM_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+# Settings that move the figures. The private cluster takes each from the system cluster, fsync and
+# synchronous_commit included (a WAL flush must cost what it costs there), so its numbers compare.
+PERFORMANCE_SETTINGS = (
+    "shared_buffers",
+    "effective_cache_size",
+    "work_mem",
+    "maintenance_work_mem",
+    "max_connections",
+    "fsync",
+    "synchronous_commit",
+    "full_page_writes",
+    "wal_level",
+    "max_wal_senders",
+    "wal_buffers",
+    "wal_compression",
+    "wal_sync_method",
+    "commit_delay",
+    "max_wal_size",
+    "min_wal_size",
+    "checkpoint_timeout",
+    "checkpoint_completion_target",
+    "autovacuum",
+    "random_page_cost",
+    "effective_io_concurrency",
+    "jit",
+    "max_parallel_workers_per_gather",
+)
+# No system cluster to copy from: PostgreSQL's own defaults for what PgCluster tunes for speed.
+POSTGRES_DEFAULTS = {
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "wal_level": "replica",
+    "max_wal_senders": "10",
+    "checkpoint_timeout": "5min",
+    "shared_buffers": "128MB",
+    "max_connections": "100",
+}
 
 
 class BenchError(Exception):
     """The benchmark cannot go on; the message says what to fix."""
+
+
+async def connect(url: str) -> Any:
+    """A driver connection to `url` with the service's own connection arguments."""
+    return await db.connect(parse_database_url(url))
 
 
 @dataclass(frozen=True)
@@ -38,27 +89,28 @@ class DatabaseUrls:
 
 def database_urls(base_url: str, bench_name: str) -> DatabaseUrls:
     """Reuse the server and credentials of `base_url` but point at `bench_name`; loopback only."""
-    parts = urlsplit(base_url)
-    scheme = parts.scheme.split("+", 1)[0]
-    if scheme not in {"postgres", "postgresql"}:
-        raise BenchError(f"not a PostgreSQL URL: scheme {parts.scheme!r}")
-    host = parts.hostname or "localhost"
+    try:
+        parsed = parse_database_url(base_url)
+    except ValueError as exc:
+        raise BenchError(f"--database-url: {exc}") from None
+    if parsed.is_sqlite:
+        raise BenchError("--database-url: the benchmark needs PostgreSQL, not SQLite")
+    host = parsed.host or "localhost"
     if host not in LOOPBACK_HOSTS and not host.startswith("127.") and not host.startswith("/"):
         raise BenchError(f"the benchmark only drives a loopback PostgreSQL, not {host!r}")
     if not bench_name.replace("_", "").isalnum():
         raise BenchError(f"bench database name must be [A-Za-z0-9_]: {bench_name!r}")
-    # asyncpg understands libpq URLs except for a few client-only options (sslmode is fine on loopback).
-    query = "&".join(item for item in parts.query.split("&") if item and not item.startswith("channel_binding"))
+    parts = urlsplit(base_url)
 
     def with_db(name: str) -> str:
-        return urlunsplit(("postgresql", parts.netloc, "/" + quote(name), query, ""))
+        return urlunsplit(("postgresql", parts.netloc, "/" + quote(name), parts.query, ""))
 
-    return DatabaseUrls(with_db(bench_name), with_db("postgres"), bench_name, host, parts.port or 5432)
+    return DatabaseUrls(with_db(bench_name), with_db("postgres"), bench_name, host, parsed.port or 5432)
 
 
 async def recreate_database(urls: DatabaseUrls) -> None:
     """Drop (only) the bench database if a previous run left it, and create it empty."""
-    admin = await asyncpg.connect(urls.admin)
+    admin = await connect(urls.admin)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{urls.name}" WITH (FORCE)')
         await admin.execute(f'CREATE DATABASE "{urls.name}"')
@@ -67,34 +119,106 @@ async def recreate_database(urls: DatabaseUrls) -> None:
 
 
 async def drop_database(urls: DatabaseUrls) -> None:
-    admin = await asyncpg.connect(urls.admin)
+    admin = await connect(urls.admin)
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{urls.name}" WITH (FORCE)')
     finally:
         await admin.close()
 
 
-async def wait_ready(url: str, within: float = 60.0) -> None:
-    """Wait (bounded) until PostgreSQL accepts connections again, e.g. after a restart."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        try:
-            connection = await asyncpg.connect(url, timeout=2)
-        except (OSError, asyncpg.PostgresError, TimeoutError):
-            if asyncio.get_running_loop().time() > deadline:
-                raise BenchError(f"PostgreSQL did not come back within {within:.0f}s") from None
-            await asyncio.sleep(0.25)
-            continue
+async def _system_settings() -> dict[str, str] | None:
+    """The system cluster's values of PERFORMANCE_SETTINGS, or None when it does not answer."""
+    try:
+        connection = await db.connect(parse_database_url(SYSTEM_URL), connect_timeout=5)
+    except db.DatabaseUnavailable:
+        return None
+    try:
+        rows = await connection.fetch(
+            "SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])", list(PERFORMANCE_SETTINGS)
+        )
+    finally:
         await connection.close()
-        return
+    # `setting` is in the parameter's base unit, which is how a bare number on the command line reads.
+    return {str(row["name"]): str(row["setting"]) for row in rows}
+
+
+def _filesystem(path: Path) -> str:
+    """The type of the file system holding `path` (tmpfs makes fsync free: worth saying)."""
+    best, kind = "", "unknown"
+    for line in Path("/proc/mounts").read_text().splitlines():
+        mount, fstype = line.split()[1:3]
+        if str(path).startswith(mount.rstrip("/") + "/") and len(mount) > len(best):
+            best, kind = mount, fstype
+    return kind
+
+
+@dataclass
+class PrivateCluster:
+    """The run's own PostgreSQL: initdb in a temp dir, a free port, pg_stat_statements preloaded.
+
+    Started after the runner pinned itself, so the postmaster (and every backend it forks) inherits
+    the load core; stopped and deleted at the end of the run.
+    """
+
+    server: PgCluster
+    copied_from: str
+    pgss: bool
+
+    @classmethod
+    def start(cls) -> "PrivateCluster":
+        bin_dir = pg_bin_dir()
+        if bin_dir is None:
+            raise BenchError("no PostgreSQL server binaries: apt-get install postgresql, or pass --database-url")
+        system = asyncio.run(_system_settings())
+        settings = system if system is not None else POSTGRES_DEFAULTS
+        copied_from = f"the system cluster ({SYSTEM_URL})" if system is not None else "PostgreSQL's defaults"
+        pgss = next(bin_dir.parent.rglob(f"{PGSS}.so"), None) is not None
+        if pgss:
+            settings = {**settings, "shared_preload_libraries": PGSS}
+        server = PgCluster(settings=settings, bin_dir=bin_dir)
+        try:
+            server.start()
+        except RuntimeError as exc:
+            server.cleanup()
+            raise BenchError(f"the private PostgreSQL cluster did not start: {exc}") from None
+        return cls(server, copied_from, pgss)
+
+    @property
+    def url(self) -> str:
+        return self.server.url()
+
+    def cluster(self) -> "Cluster":
+        return Cluster(f"private (port {self.server.port})", self.server.port, self.server.base_dir / "data")
+
+    async def describe(self) -> str:
+        """What it ran with, for the report: the settings as the server itself shows them."""
+        connection = await connect(self.url)
+        try:
+            version = await connection.fetchval("SHOW server_version")
+            rows = await connection.fetch(
+                "SELECT name, current_setting(name) AS value FROM pg_settings WHERE name = ANY($1::text[]) "
+                "ORDER BY name",
+                [*PERFORMANCE_SETTINGS, "shared_preload_libraries"],
+            )
+        finally:
+            await connection.close()
+        shown = ", ".join(f"{row['name']}={row['value']}" for row in rows)
+        data = self.server.base_dir / "data"
+        return (
+            f"PostgreSQL: a private cluster started for this run (PostgreSQL {version}, data on "
+            f"{_filesystem(data)}; no other cluster was stopped or reconfigured), settings copied from "
+            f"{self.copied_from}: {shown}"
+        )
+
+    def stop(self) -> None:
+        self.server.cleanup()
 
 
 @dataclass
 class Cluster:
-    """The local Debian cluster serving the bench database, when there is one we may manage."""
+    """The PostgreSQL cluster serving the bench database, as processes we may pin to a core."""
 
-    version: str
-    name: str
+    label: str
     port: int
     data_directory: Path
     pinned: dict[int, set[int]] = field(default_factory=dict)
@@ -109,7 +233,7 @@ class Cluster:
         for line in listing.stdout.splitlines():
             columns = line.split()
             if len(columns) >= 6 and columns[2] == str(port) and columns[3].startswith("online"):
-                return cls(columns[0], columns[1], port, Path(columns[5]))
+                return cls(f"{columns[0]}/{columns[1]}", port, Path(columns[5]))
         return None
 
     def postmaster_pid(self) -> int:
@@ -166,104 +290,33 @@ class Cluster:
                 continue
         self.pinned.clear()
 
-    async def restart(self, cpu_prefix: list[str]) -> None:
-        """`pg_ctlcluster --skip-systemctl-redirect V NAME restart`, launched on `cpu_prefix`'s CPUs
-        so the new postmaster does not inherit the runner's own pinning."""
-        tool = shutil.which("pg_ctlcluster")
-        if tool is None:
-            raise BenchError("pg_ctlcluster is not installed")
-        process = await asyncio.create_subprocess_exec(
-            *cpu_prefix,
-            tool,
-            "--skip-systemctl-redirect",
-            self.version,
-            self.name,
-            "restart",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
-        if process.returncode != 0:
-            raise BenchError(f"pg_ctlcluster restart failed: {output.decode(errors='replace').strip()}")
-        self.pinned.clear()
-
 
 @dataclass
 class PgssSetup:
-    """How statements are counted, and what was changed on the cluster to count them."""
+    """How statements are counted."""
 
     available: bool
     how: str
-    restarted: bool = False
-    previous: str | None = None  # shared_preload_libraries as ALTER SYSTEM had it, to restore
-    previous_from_auto_conf: bool = False
 
 
-async def _preload_state(admin: Any) -> tuple[str, bool]:
-    row = await admin.fetchrow(
-        "SELECT setting, coalesce(sourcefile, '') LIKE '%postgresql.auto.conf' AS auto "
-        "FROM pg_settings WHERE name = 'shared_preload_libraries'"
-    )
-    return str(row["setting"]), bool(row["auto"])
-
-
-async def enable_pgss(
-    urls: DatabaseUrls, cluster: Cluster | None, allow_restart: bool, cpu_prefix: list[str]
-) -> PgssSetup:
-    """Make pg_stat_statements usable in the bench database, restarting the cluster only if allowed."""
-    admin = await asyncpg.connect(urls.admin)
+async def enable_pgss(urls: DatabaseUrls) -> PgssSetup:
+    """pg_stat_statements in the bench database when the server preloads it; never a restart."""
+    admin = await connect(urls.admin)
     try:
         available = await admin.fetchval("SELECT count(*) FROM pg_available_extensions WHERE name = $1", PGSS)
-        setting, from_auto = await _preload_state(admin)
+        setting = str(await admin.fetchval("SELECT current_setting('shared_preload_libraries')"))
     finally:
         await admin.close()
     if not available:
         return PgssSetup(False, "pg_stat_statements is not installed on this server")
-    loaded = PGSS in [item.strip() for item in setting.split(",")]
-    setup = PgssSetup(True, "already in shared_preload_libraries")
-    if not loaded:
-        if not allow_restart:
-            return PgssSetup(False, "not preloaded, and a restart was not allowed (--pg-restart)")
-        if cluster is None:
-            return PgssSetup(False, "not preloaded, and no local pg_ctlcluster-managed cluster to restart")
-        wanted = ", ".join(item for item in [*setting.split(","), PGSS] if item.strip())
-        admin = await asyncpg.connect(urls.admin)
-        try:
-            await admin.execute(f"ALTER SYSTEM SET shared_preload_libraries = '{wanted}'")
-        finally:
-            await admin.close()
-        await cluster.restart(cpu_prefix)
-        await wait_ready(urls.admin)
-        setup = PgssSetup(
-            True,
-            f"ALTER SYSTEM SET shared_preload_libraries = '{wanted}' + restart of cluster "
-            f"{cluster.version}/{cluster.name} (undone at the end of the run)",
-            restarted=True,
-            previous=setting,
-            previous_from_auto_conf=from_auto,
-        )
-    bench = await asyncpg.connect(urls.bench)
+    if PGSS not in [item.strip() for item in setting.split(",")]:
+        return PgssSetup(False, "not in that server's shared_preload_libraries")
+    bench = await connect(urls.bench)
     try:
         await bench.execute(f"CREATE EXTENSION IF NOT EXISTS {PGSS}")
     finally:
         await bench.close()
-    return setup
-
-
-async def restore_pgss(urls: DatabaseUrls, setup: PgssSetup, cluster: Cluster | None, cpu_prefix: list[str]) -> None:
-    """Undo `enable_pgss`'s ALTER SYSTEM and restart, leaving the cluster as the run found it."""
-    if not setup.restarted or cluster is None:
-        return
-    admin = await asyncpg.connect(urls.admin)
-    try:
-        if setup.previous_from_auto_conf and setup.previous is not None:
-            await admin.execute(f"ALTER SYSTEM SET shared_preload_libraries = '{setup.previous}'")
-        else:
-            await admin.execute("ALTER SYSTEM RESET shared_preload_libraries")
-    finally:
-        await admin.close()
-    await cluster.restart(cpu_prefix)
-    await wait_ready(urls.admin)
+    return PgssSetup(True, "preloaded by the server")
 
 
 @dataclass

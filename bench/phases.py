@@ -45,7 +45,6 @@ class Plan:
     network_connections: tuple[int, ...] = (1, 10)
     network_duration: int = 4
     rtt_ms: float = 2.0
-    pg_restart: bool = True
     # Runs disturbed by other processes (see CpuMeter) that may be repeated, in all.
     retries: int = 4
     # Without pg_stat_statements, counting waits ~1 s per run for PostgreSQL to publish its counters;
@@ -69,7 +68,6 @@ SMOKE = Plan(
     network_connections=(1,),
     network_duration=1,
     warmup=0,
-    pg_restart=False,
     retries=0,
     counted=("mixed",),
 )

@@ -28,6 +28,7 @@ import asyncpg
 from dotenv import dotenv_values
 
 from backend.config import Settings
+from backend.db import DatabaseUnavailable
 from bench import report, seed
 from bench.contract import contract_check
 from bench.load import Result
@@ -35,18 +36,16 @@ from bench.network import network
 from bench.pg import (
     BenchError,
     Cluster,
-    PgssSetup,
+    PrivateCluster,
     StatementCounter,
+    connect,
     database_urls,
     drop_database,
     enable_pgss,
     recreate_database,
-    restore_pgss,
 )
 from bench.phases import FULL, SMOKE, Bench
 from bench.processes import REPO, Cpus, Server
-
-DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def shipped_settings() -> dict[str, object]:
@@ -89,19 +88,24 @@ async def apply_schema(bench: Bench) -> str:
     return "schema from the service's migrations (python -m backend migrate)"
 
 
-async def execute(bench: Bench, targets: list[str], scaling: bool, network_mode: bool) -> None:
-    """Every phase in order; whatever happens, servers stop and PostgreSQL is left as found."""
+async def execute(
+    bench: Bench, targets: list[str], scaling: bool, network_mode: bool, private: PrivateCluster | None
+) -> None:
+    """Every phase in order; whatever happens, servers stop and a given PostgreSQL is left as found."""
     plan, cpus, urls = bench.plan, bench.cpus, bench.urls
     bench.log(f"{plan.mode} run; pinning: {'yes' if cpus.pinned else 'no'} ({cpus.why})")
+    if private is not None:
+        bench.notes.append(await private.describe())
+        bench.log(f"private PostgreSQL cluster on port {urls.port}")
     await recreate_database(urls)
-    cluster = Cluster.find(urls.port) if urls.host in {"127.0.0.1", "localhost", "::1"} else None
+    if private is not None:
+        cluster: Cluster | None = private.cluster()
+    else:
+        cluster = Cluster.find(urls.port) if urls.host in {"127.0.0.1", "localhost", "::1"} else None
     bench.cluster = cluster
-    pgss = PgssSetup(False, "not set up")
     servers: list[Server] = []
     try:
-        pgss = await enable_pgss(urls, cluster, plan.pg_restart, cpus.prefix(None))
-        if pgss.restarted:
-            bench.log(f"PostgreSQL RESTARTED to preload pg_stat_statements: {pgss.how}")
+        pgss = await enable_pgss(urls)
         bench.notes.append(
             "Statements per request: pg_stat_statements (" + pgss.how + ")"
             if pgss.available
@@ -110,7 +114,7 @@ async def execute(bench: Bench, targets: list[str], scaling: bool, network_mode:
         )
         if cpus.pinned:
             if cluster is None:
-                bench.notes.append("PostgreSQL not pinned: no local pg_ctlcluster-managed cluster found")
+                bench.notes.append("PostgreSQL not pinned: not the private cluster, nor a local pg_ctlcluster one")
             else:
                 try:
                     moved = cluster.pin(cpus.load)
@@ -122,7 +126,7 @@ async def execute(bench: Bench, targets: list[str], scaling: bool, network_mode:
                     bench.notes.append("PostgreSQL not pinned: no permission to set its CPU affinity")
         bench.notes.append(await apply_schema(bench))
 
-        bench.admin = await asyncpg.connect(urls.bench)
+        bench.admin = await connect(urls.bench)
         bench.counter = StatementCounter(bench.admin, pgss.available)
         dataset = bench.dataset()
         await bench.reset(dataset)
@@ -171,10 +175,6 @@ async def execute(bench: Bench, targets: list[str], scaling: bool, network_mode:
             await bench.admin.close()
         if cluster is not None and cluster.pinned:
             cluster.unpin(set(cpus.every))
-        if pgss.restarted:
-            bench.log("restoring shared_preload_libraries and restarting PostgreSQL again")
-            await restore_pgss(urls, pgss, cluster, cpus.prefix(None))
-            bench.notes.append("PostgreSQL was restarted twice (to preload pg_stat_statements and to undo it)")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -185,11 +185,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--targets", default="service,limit", help="comma-separated: service, limit")
     parser.add_argument(
         "--database-url",
-        default=os.environ.get("TEST_DATABASE_URL", DEFAULT_DATABASE_URL),
-        help="server and credentials to use (default: $TEST_DATABASE_URL or local postgres)",
+        help="a loopback server and credentials to use instead of a private cluster (statements per request "
+        "only if it already preloads pg_stat_statements)",
     )
     parser.add_argument("--bench-db", default="todo_bench", help="database to (re)create for the run")
-    parser.add_argument("--keep-db", action="store_true", help="leave the bench database in place afterwards")
+    parser.add_argument(
+        "--keep-db", action="store_true", help="with --database-url: leave the bench database in place afterwards"
+    )
     parser.add_argument("--out", type=Path, help="results folder (default bench/results, smoke: bench/results/smoke)")
     parser.add_argument("--duration", type=int, help="seconds per measured run (default 8, smoke 1)")
     parser.add_argument("--connections", help="comma-separated wrk connection counts (default 50,200; smoke 50)")
@@ -200,20 +202,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-network", action="store_true", help="skip the network mode (delay proxy)")
     parser.add_argument("--rtt-ms", type=float, help="round-trip time the network mode adds (default 2)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin servers, wrk and PostgreSQL to cores")
-    restart = parser.add_mutually_exclusive_group()
-    restart.add_argument(
-        "--pg-restart",
-        dest="pg_restart",
-        action="store_true",
-        default=None,
-        help="allow ALTER SYSTEM + restart to preload pg_stat_statements (default: full runs)",
-    )
-    restart.add_argument(
-        "--no-pg-restart",
-        dest="pg_restart",
-        action="store_false",
-        help="never restart PostgreSQL; count transactions instead (default: smoke runs)",
-    )
     parser.add_argument("--access-log", action="store_true", help="keep uvicorn's access log on (off by default)")
     parser.add_argument(
         "--service-env",
@@ -232,8 +220,6 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, duration=args.duration)
     if args.connections:
         plan = replace(plan, connections=tuple(int(item) for item in args.connections.split(",")))
-    if args.pg_restart is not None:
-        plan = replace(plan, pg_restart=args.pg_restart)
     if args.rtt_ms is not None:
         plan = replace(plan, rtt_ms=args.rtt_ms)
     out: Path = args.out or (REPO / "bench" / "results" / ("smoke" if args.smoke else ""))
@@ -246,15 +232,24 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("bench: wrk is not installed (apt-get install -y wrk)", file=sys.stderr)
         return 2
-    try:
-        urls = database_urls(args.database_url, args.bench_db)
-    except BenchError as exc:
-        print(f"bench: {exc}", file=sys.stderr)
-        return 2
     cpus = Cpus.plan(not args.no_pin)
     previous_affinity = os.sched_getaffinity(0)
     if cpus.pinned:
-        os.sched_setaffinity(0, cpus.load)
+        os.sched_setaffinity(0, cpus.load)  # a private postmaster, and every backend, inherits the load core
+    private: PrivateCluster | None = None
+    try:
+        if args.database_url is not None:
+            urls = database_urls(args.database_url, args.bench_db)
+        else:
+            print("bench: starting a private PostgreSQL cluster (pg_stat_statements preloaded)", flush=True)
+            private = PrivateCluster.start()
+            urls = database_urls(private.url, args.bench_db)
+    except (BenchError, DatabaseUnavailable) as exc:
+        os.sched_setaffinity(0, previous_affinity)
+        if private is not None:
+            private.stop()
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
     bench = Bench(
         plan=plan,
         cpus=cpus,
@@ -273,14 +268,16 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     failure: BaseException | None = None
     try:
-        asyncio.run(execute(bench, targets, scaling=not args.no_scaling, network_mode=not args.no_network))
-    except (BenchError, OSError, asyncpg.PostgresError) as exc:
+        asyncio.run(execute(bench, targets, not args.no_scaling, not args.no_network, private))
+    except (BenchError, OSError, asyncpg.PostgresError, DatabaseUnavailable) as exc:
         failure = exc
         print(f"bench: {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:
         os.sched_setaffinity(0, previous_affinity)
-        if not args.keep_db:
-            with contextlib.suppress(OSError, asyncpg.PostgresError):
+        if private is not None:
+            private.stop()  # the whole cluster goes, bench database included
+        elif not args.keep_db:
+            with contextlib.suppress(OSError, asyncpg.PostgresError, DatabaseUnavailable):
                 asyncio.run(drop_database(urls))
     elapsed = time.monotonic() - bench.started
     bench.notes += [
