@@ -1,7 +1,9 @@
 """The "limit" app: the task API with nothing but what it must do, as the speed-of-light reference.
 
 Raw Starlette, one asyncpg pool, PyJWT HS256 and orjson: each request verifies its token, checks the
-path user against `sub` and runs exactly one SQL statement. Whatever the real service spends beyond
+path user against `sub` and runs exactly one SQL statement. Only its connection arguments come from
+the service (backend.db.connect_args, so a URL means the same to both apps); its pool keeps asyncpg's
+own statement cache. Whatever the real service spends beyond
 this is framework, validation, ORM and pool overhead, which is what the benchmark wants to show.
 
 Run: `DATABASE_URL=postgresql://... BETTER_AUTH_SECRET=... uvicorn bench.limit_app:app`.
@@ -23,9 +25,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from backend.database_url import parse_database_url
+from backend.db import connect_args
+
 TITLE_MAX = 200
 DESCRIPTION_MAX = 1000
 DEFAULT_LIMIT = 1000
+# asyncpg's default: statements prepared once per connection (the service's arguments turn it off).
+STATEMENT_CACHE_SIZE = 100
 MAX_ID = 2**63 - 1
 LEEWAY_SECONDS = 30
 
@@ -222,9 +229,11 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     if len(_SECRET) < 32:
         raise RuntimeError("BETTER_AUTH_SECRET must be set (at least 32 characters)")
     size = int(os.environ.get("LIMIT_POOL_SIZE", "50"))
-    app.state.pool = await asyncpg.create_pool(
-        os.environ["DATABASE_URL"], min_size=size, max_size=size, reset=_no_reset
-    )
+    connection = {
+        **connect_args(parse_database_url(os.environ["DATABASE_URL"])),
+        "statement_cache_size": STATEMENT_CACHE_SIZE,
+    }
+    app.state.pool = await asyncpg.create_pool(min_size=size, max_size=size, reset=_no_reset, **connection)
     try:
         yield
     finally:

@@ -18,9 +18,10 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import jwt
 
+from backend.database_url import parse_database_url
+from backend.db import connect
 from bench.schema import COLUMNS, TABLE_NAME
 
 DEFAULT_USERS = 1000
@@ -128,7 +129,7 @@ async def fill(connection: Any, total_rows: int, filler_users: int = 50_000) -> 
 
 
 async def _main(args: argparse.Namespace) -> None:
-    connection = await asyncpg.connect(args.database_url)
+    connection = await connect(parse_database_url(args.database_url))
     try:
         if not await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", TABLE_NAME):
             raise SystemExit(f"no {TABLE_NAME} table: apply the service's migrations first (python -m backend migrate)")
@@ -156,6 +157,10 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.secret) < 32:
         parser.error("the secret must be at least 32 characters (the service refuses shorter ones)")
+    try:
+        parse_database_url(args.database_url)
+    except ValueError as exc:
+        parser.error(f"--database-url: {exc}")  # the parser's reason echoes no password
     asyncio.run(_main(args))
 
 
