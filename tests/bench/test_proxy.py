@@ -6,11 +6,14 @@ import json
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from backend.database_url import parse_database_url
+from backend.db import connect_args
 from bench.proxy import Counters, DelayProxy, read_stats
 
 RTT_MS = 5.0
@@ -26,11 +29,10 @@ async def proxy(postgres_url: str) -> AsyncIterator[DelayProxy]:
 
 
 async def _connect(port: int, postgres_url: str, cache: int = 100) -> asyncpg.Connection:
-    url = make_url(postgres_url)
-    # ssl="prefer" sends an SSLRequest first, which the proxy must answer itself.
-    return await asyncpg.connect(
-        host="127.0.0.1", port=port, user=url.username, database=url.database, statement_cache_size=cache, ssl="prefer"
-    )
+    """The session database through the proxy, with the service's connection arguments; sslmode=prefer
+    sends an SSLRequest first, which the proxy must answer itself. `cache`: asyncpg's statement cache."""
+    through_proxy = replace(parse_database_url(postgres_url), host="127.0.0.1", port=port, sslmode="prefer")
+    return await asyncpg.connect(**{**connect_args(through_proxy), "statement_cache_size": cache})
 
 
 async def _round_trips(proxy: DelayProxy, connection: asyncpg.Connection, queries: int) -> tuple[Counters, float]:
