@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -246,3 +247,43 @@ async def test_a_lost_prepared_statement_switches_to_unnamed_statements(
     assert len(warnings) == 1
     assert "DB_PREPARED_STATEMENTS" in warnings[0].getMessage()
     await database.close()
+
+
+async def test_a_server_that_never_answers_is_a_transient_timeout() -> None:
+    """A listener that accepts and stays silent (a black-holed host): the connect timeout, then 503."""
+    silent: list[asyncio.StreamWriter] = []
+
+    async def accept(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    database = open_database(make_settings(f"postgresql://u@127.0.0.1:{port}/db", db_connect_timeout_seconds=0.5))
+    with pytest.raises(DatabaseUnavailable) as caught:
+        await database.fetch(text("SELECT 1"), {}, idempotent=True)
+    assert caught.value.reason == f"no answer from 127.0.0.1:{port} in time"
+    assert not caught.value.permanent
+    await database.close()
+    for writer in silent:
+        writer.close()
+    server.close()
+    await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "permanent"),
+    [
+        (
+            socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+            "the host name of h:5432 does not resolve",
+            True,
+        ),
+        (asyncpg.exceptions.ClientConfigurationError("bad"), "the connection settings are not usable", True),
+        (OSError("network unreachable"), "could not connect to h:5432", False),
+    ],
+)
+def test_connect_failures_are_classified(error: Exception, reason: str, permanent: bool) -> None:
+    """What a connect error means (errors a test machine cannot produce on demand: DNS, client config)."""
+    problem = db.connect_failure(error, parse_database_url("postgresql://u@h:5432/d"))
+    assert (problem.reason, problem.permanent) == (reason, permanent)
+    assert problem.error == type(error).__name__

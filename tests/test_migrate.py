@@ -1,6 +1,11 @@
 """Migrations: they build exactly the schema the models describe, and they reverse cleanly."""
 
+import os
+import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -83,3 +88,22 @@ async def test_migrations_reverse_and_reapply(scratch_url: str) -> None:
     assert "task" in at_head[0]
     assert "ix_task_user_id" not in at_head[1]
     assert "ix_task_user_id_created_at" in at_head[1]
+
+
+def test_the_alembic_command_line_migrates_the_configured_database(project_root: Path, tmp_path: Path) -> None:
+    """`alembic upgrade head` (the developer's autogenerate workflow) reads the same settings as the service."""
+    database = tmp_path / "alembic-cli.sqlite3"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("NEON_", "DATABASE_URL"))}
+    result = subprocess.run(  # noqa: S603 (this interpreter, fixed arguments)
+        [sys.executable, "-m", "alembic", "-c", str(project_root / "alembic.ini"), "upgrade", "head"],
+        cwd=project_root,
+        env={**environment, "DATABASE_URL": f"sqlite:///{database}", "BETTER_AUTH_SECRET": "s" * 32},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(database) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"task", "alembic_version"} <= tables

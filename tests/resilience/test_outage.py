@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from backend.main import create_app
+from backend.migrate import upgrade_database
 from tests.support.api import ENDPOINTS, bearer, make_settings
 from tests.support.database import pg_connect
 from tests.support.pgcluster import PgCluster
@@ -122,3 +123,33 @@ async def test_terminated_connections_cost_no_visible_error(postgres_url: str) -
         )
         assert [r.status_code for r in after] == [201] * 8
         assert (await http.get(f"/api/{user}/tasks", headers=headers)).headers["X-Total-Count"] == "8"
+
+
+async def test_production_started_without_its_database_heals_in_the_background(
+    cluster: PgCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Started while the server is down: 503s, then the server comes back and, with no request and no
+    restart, the background check finds it and the instance serves."""
+    url = await anyio.to_thread.run_sync(cluster.create_database, "todo")
+    await upgrade_database(make_settings(url))
+    await anyio.to_thread.run_sync(lambda: cluster.stop("fast"))
+    settings = make_settings(
+        url, environment="production", db_startup_timeout_seconds=0.2, db_connect_timeout_seconds=TIMEOUT
+    )
+    app = create_app(settings)
+    user = f"user-{uuid.uuid4().hex}"
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http,
+    ):
+        assert (await http.get("/ready")).status_code == 503
+        assert "Starting without the database (requests and /ready answer 503): connection refused" in caplog.text
+        await anyio.to_thread.run_sync(cluster.start)
+        for _ in range(150):
+            if "Database available again: serving" in caplog.text:
+                break
+            await asyncio.sleep(0.1)
+        assert "Database available again: serving" in caplog.text
+        assert (await http.get("/ready")).status_code == 200
+        created = await http.post(f"/api/{user}/tasks", json={"title": "after"}, headers=bearer(hs256(user)))
+        assert created.status_code == 201
