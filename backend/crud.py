@@ -72,7 +72,7 @@ def _filtered(statement: Select[Any], status: StatusFilter) -> Select[Any]:
 
 
 @cache
-def _list_statement(status: StatusFilter, sort: SortField, order: SortOrder) -> Select[Any]:
+def list_statement(status: StatusFilter, sort: SortField, order: SortOrder) -> Select[Any]:
     """The page plus the total count of matching rows, in a single query (a window count)."""
     keys = (_SORT_COLUMNS[sort], table.c.id)
     ordering = [key.asc() if order is SortOrder.asc else key.desc() for key in keys]
@@ -84,7 +84,7 @@ def _list_statement(status: StatusFilter, sort: SortField, order: SortOrder) -> 
     )
 
 
-def _list_params(owner: str, limit: int, offset: int) -> PageParams:
+def list_params(owner: str, limit: int, offset: int) -> PageParams:
     return {"owner": owner, "limit": limit, "offset": offset}
 
 
@@ -209,8 +209,8 @@ async def list_tasks(
     offset: int,
 ) -> tuple[Sequence[TaskRow], int]:
     """One page of the owner's tasks and how many match in all."""
-    statement = _list_statement(status, sort, order)
-    rows = cast(list[ListedRow], await database.fetch(statement, _list_params(owner, limit, offset), idempotent=True))
+    statement = list_statement(status, sort, order)
+    rows = cast(list[ListedRow], await database.fetch(statement, list_params(owner, limit, offset), idempotent=True))
     if rows:
         return rows, rows[0]["total"]
     if offset == 0:

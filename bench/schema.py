@@ -21,7 +21,7 @@ LIST_LIMIT = 1000
 
 def service_list_statement(owner: str) -> tuple[str, list[Any]]:
     """The SQL and arguments the service runs for `GET /api/{owner}/tasks` with no query string."""
-    statement = crud._list_statement(StatusFilter.all, SortField.created, SortOrder.desc)
+    statement = crud.list_statement(StatusFilter.all, SortField.created, SortOrder.desc)
     compiled = statement.compile(dialect=postgresql_asyncpg.dialect())  # type: ignore[no-untyped-call]
-    params: dict[str, Any] = {**crud._list_params(owner, LIST_LIMIT, 0)}
+    params: dict[str, Any] = {**crud.list_params(owner, LIST_LIMIT, 0)}
     return compiled.string, [params[name] for name in compiled.positiontup or ()]

@@ -36,8 +36,8 @@ def _statements() -> list[tuple[str, ClauseElement, dict[str, Any], set[str]]]:
     task, listed, counted = _keys(TaskRow), _keys(crud.ListedRow), _keys(crud.CountRow)
     cases: list[tuple[str, ClauseElement, dict[str, Any], set[str]]] = []
     for status, sort, order in itertools.product(StatusFilter, SortField, SortOrder):
-        page = crud._list_statement(status, sort, order)
-        cases.append((f"list-{status}-{sort}-{order}", page, dict(crud._list_params(OWNER, 10, 0)), listed))
+        page = crud.list_statement(status, sort, order)
+        cases.append((f"list-{status}-{sort}-{order}", page, dict(crud.list_params(OWNER, 10, 0)), listed))
     for status in StatusFilter:
         cases.append((f"count-{status}", crud._count_statement(status), dict(crud._count_params(OWNER)), counted))
     for size in range(len(SENT) + 1):
