@@ -83,9 +83,10 @@ class Settings(BaseSettings):
             return [origin.strip().rstrip("/") for origin in value.split(",") if origin.strip()]
         return value
 
-    @field_validator("environment", "db_prepared_statements", mode="before")
+    @field_validator("environment", "db_prepared_statements", "log_format", mode="before")
     @classmethod
-    def _lower_environment(cls, value: object) -> object:
+    def _lower_case(cls, value: object) -> object:
+        """Choices are case-insensitive: `ENVIRONMENT=Production` means production."""
         return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("database_url", mode="before")
@@ -106,11 +107,6 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         """`LOG_LEVEL=debug` means DEBUG."""
         return value.strip().upper() if isinstance(value, str) else value
-
-    @field_validator("log_format", mode="before")
-    @classmethod
-    def _lower_format(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("data_dir")
     @classmethod
