@@ -24,18 +24,13 @@ def mint_token(settings: Settings, user_id: str, ttl_seconds: int) -> str:
 
 def _migrate(settings: Settings) -> int:
     """Apply migrations; a database that cannot be used is one line naming the setting, not a traceback."""
-    from backend.database_url import database_url_variable
-    from backend.db import unwrap_unavailable
+    from backend.db import DatabaseUnavailable
     from backend.migrate import upgrade_database
 
     try:
         asyncio.run(upgrade_database(settings))
-    except Exception as exc:
-        problem = unwrap_unavailable(exc)
-        if problem is None:
-            raise
-        where = database_url_variable() if settings.database_url is not None else "the embedded SQLite database"
-        print(f"todo-api: {where}: {problem.cause}", file=sys.stderr)
+    except DatabaseUnavailable as problem:
+        print(f"todo-api: {settings.database_setting}: {problem.cause}", file=sys.stderr)
         return 1
     print("Migrations applied.")
     return 0

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from backend.database_url import DatabaseURL, parse_database_url, parse_sqlite
+from backend.database_url import DatabaseURL, database_url_variable, parse_database_url, parse_sqlite
 
 log = logging.getLogger("backend.config")
 
@@ -145,6 +145,11 @@ class Settings(BaseSettings):
         if self.database_url is None:
             return parse_sqlite(f"sqlite:///{self.data_dir / 'todo.sqlite3'}")
         return parse_database_url(self.database_url.get_secret_value())
+
+    @property
+    def database_setting(self) -> str:
+        """What to name in a line about the database: the variable the URL came from, or the default."""
+        return database_url_variable() if self.database_url is not None else "the embedded SQLite database"
 
     @property
     def jwks_url(self) -> str:

@@ -17,8 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend import migrate
 from backend.config import Settings
-from backend.database_url import database_url_variable
-from backend.db import Database, DatabaseUnavailable, unwrap_unavailable, wait_for_database
+from backend.db import Database, DatabaseUnavailable, wait_for_database
 from backend.errors import DATABASE_UNAVAILABLE, unavailable_response
 from backend.logs import log_startup_summary
 
@@ -31,12 +30,8 @@ class StartupAbort(SystemExit):
     """Development cannot start; the message is the one line the operator sees."""
 
 
-def _setting_name(settings: Settings) -> str:
-    return database_url_variable() if settings.database_url is not None else "the embedded SQLite database"
-
-
 def _abort(app: FastAPI, settings: Settings, problem: DatabaseUnavailable, suffix: str = "") -> StartupAbort:
-    line = f"todo-api: {_setting_name(settings)}: {problem.cause}{suffix}"
+    line = f"todo-api: {settings.database_setting}: {problem.cause}{suffix}"
     app.state.startup_abort = line
     return StartupAbort(line)
 
@@ -58,11 +53,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             raise _abort(app, settings, problem, "" if problem.permanent else waited)
         try:
             await migrate.upgrade_database(settings)
-        except Exception as exc:
-            unavailable = unwrap_unavailable(exc)
-            if unavailable is None:
-                raise
-            raise _abort(app, settings, unavailable) from exc
+        except DatabaseUnavailable as unavailable:
+            raise _abort(app, settings, unavailable) from unavailable
         await database.check_schema()
     else:
         if problem is None:

@@ -9,7 +9,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend.config import BACKEND_DIR, Settings
-from backend.db import SchemaRequirement, create_migration_engine
+from backend.db import SchemaRequirement, create_migration_engine, unwrap_unavailable
 
 log = logging.getLogger("backend.migrate")
 
@@ -47,12 +47,16 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 async def upgrade_database(settings: Settings, revision: str = "head") -> None:
     """Upgrade the configured database through a short-lived engine of its own.
 
-    A database that cannot be reached raises `DatabaseUnavailable` (possibly wrapped by SQLAlchemy:
-    see `db.unwrap_unavailable`).
+    A database that cannot be used raises `DatabaseUnavailable`, unwrapped from SQLAlchemy's errors.
     """
     engine = create_migration_engine(settings)
     try:
         await upgrade(engine, revision)
+    except Exception as exc:
+        unavailable = unwrap_unavailable(exc)
+        if unavailable is None:
+            raise
+        raise unavailable from exc
     finally:
         await engine.dispose()
 
